@@ -1,0 +1,77 @@
+"""Batched augmentation and normalisation of uint8 image batches, on the training device.
+
+``BatchTransform`` does per sample what torchvision's ``RandomCrop(size, padding)`` and
+``RandomHorizontalFlip()`` do, but for a whole batch at once in a few tensor operations, then
+converts to float, normalises and (optionally) resizes. Randomness comes from an explicit
+``torch.Generator`` so that runs and resumes are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def random_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
+    """Zero-pad by ``padding`` and crop back to the input size at a uniform random offset.
+
+    images: (N, C, H, W). Offsets are drawn independently per sample from 0..2*padding.
+    """
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H+2p, W+2p)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).to(images.device)
+    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (N, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (N, W)
+    padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
+    return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))  # (N, C, H, W)
+
+
+def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
+    """Mirror each image left-right with probability 0.5."""
+    flip = torch.rand(images.shape[0], generator=gen).lt(0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+class BatchTransform:
+    """uint8 (N, 3, H, W) -> normalised float (N, 3, S, S), with optional augmentation."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        hflip: bool = False,
+        crop_padding: int = 0,
+        output_size: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.hflip = hflip
+        self.crop_padding = crop_padding
+        self.output_size = output_size
+        self.channels_last = channels_last
+        # x / 255 normalised is x * scale + shift, computed in one fused multiply-add.
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
+
+    @property
+    def augments(self) -> bool:
+        return self.hflip or self.crop_padding > 0
+
+    def __call__(self, images: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        if self.augments:
+            if gen is None:
+                raise ValueError("an augmenting transform needs a torch.Generator")
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding, gen)
+            if self.hflip:
+                images = random_hflip(images, gen)
+        scale, shift = self.scale.to(images.device), self.shift.to(images.device)
+        out = torch.addcmul(shift, images.float(), scale)
+        if self.output_size is not None and out.shape[-1] != self.output_size:
+            out = F.interpolate(out, size=self.output_size, mode="bilinear", antialias=True)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out

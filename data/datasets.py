@@ -1,0 +1,140 @@
+"""Data sets decoded into memory as uint8 tensors: CIFAR via torchvision, ImageFolder trees, synthetic.
+
+Every source gives an ``ImageSet``: images (N, 3, H, W) uint8, labels (N,) int64, class names.
+CIFAR-sized data fit in RAM many times over, and holding them decoded removes JPEG decoding and
+PIL transforms from every epoch; augmentation then runs on whole batches (``data/augment.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from utils.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+@dataclass
+class ImageSet:
+    images: Tensor  # (N, 3, H, W) uint8
+    labels: Tensor  # (N,) int64
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def synthetic_image_set(
+    num_samples: int, num_classes: int, size: int = 32, seed: int = 0
+) -> ImageSet:
+    """A small learnable set: each class is a smooth random colour pattern, each image adds noise.
+
+    The patterns are 4x4 grids upsampled to ``size``, so a flip or a few pixels of shift keep
+    them recognisable, while the noise keeps the task from being solved by one pixel.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand(num_classes, 3, 4, 4, generator=gen)
+    prototypes = torch.nn.functional.interpolate(prototypes, size=size, mode="bilinear")
+    labels = torch.arange(num_samples) % num_classes
+    labels = labels[torch.randperm(num_samples, generator=gen)]
+    noise = 0.25 * torch.randn(num_samples, 3, size, size, generator=gen)
+    images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
+    names = [f"class_{i}" for i in range(num_classes)]
+    return ImageSet(images, labels, names)
+
+
+def cifar_image_set(name: str, root: Path, train: bool, download: bool) -> ImageSet:
+    """CIFAR-10/100 through torchvision, downloaded into ``root`` when absent."""
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+        raise DataError(
+            f"{name} not found in {root} ({err}); set data.download=true, or point "
+            "--data-root at a local copy (torchvision's CIFAR files or an ImageFolder tree)"
+        ) from None
+    except OSError as err:  # URLError and socket errors when offline
+        raise DataError(
+            f"downloading {name} into {root} failed ({getattr(err, 'reason', err)}); "
+            "offline? Point --data-root (or RESNET18_DATA_ROOT) at a local copy: "
+            "torchvision's CIFAR files or an ImageFolder tree root/train/<class>/*.jpg"
+        ) from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    return ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
+
+
+def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files and labels of ``folder/<class>/*``; classes sorted by name."""
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist")
+    class_names = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not class_names:
+        raise DataError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        for path in sorted((folder / name).iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise DataError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files, labels, class_names
+
+
+def _decode(path: Path, size: int | None) -> Tensor:
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+    except (RuntimeError, OSError, ValueError) as err:
+        raise DataError(f"cannot decode image {path}: {err}") from None
+    if size is not None and image.shape[1:] != (size, size):
+        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    return image
+
+
+def _cache_key(files: list[Path], size: int | None) -> str:
+    digest = hashlib.sha1(f"{files[0].parent.parent.resolve()}|{size}".encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_image_set(folder: Path, size: int | None, cache_dir: Path | None) -> ImageSet:
+    """Decode an ImageFolder tree into memory, through a disk cache keyed by its files."""
+    files, labels, class_names = list_image_folder(folder)
+    cache = cache_dir / f"{folder.name}-{_cache_key(files, size)}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        return ImageSet(stored["images"], stored["labels"], stored["class_names"])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(lambda p: _decode(p, size), files, chunksize=256))
+    shapes = {tuple(img.shape) for img in decoded}
+    if len(shapes) > 1:
+        raise DataError(
+            f"images in {folder} have different sizes ({len(shapes)} kinds); "
+            "set data.image_size to resize them to one square size"
+        )
+    image_set = ImageSet(torch.stack(decoded), torch.tensor(labels), class_names)
+    if cache is not None:
+        _write_cache(image_set, cache)
+    return image_set
+
+
+def _write_cache(image_set: ImageSet, cache: Path) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    payload = {k: getattr(image_set, k) for k in ("images", "labels", "class_names")}
+    torch.save(payload, tmp)
+    os.replace(tmp, cache)

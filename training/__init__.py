@@ -1,0 +1,1 @@
+"""Training: the epoch loop, LR schedules, early stopping, precision, and ``fit``."""

@@ -1,0 +1,47 @@
+"""Learning-rate schedules as a pure function of the global step.
+
+A schedule holds no state besides the step, so resuming needs only the step count, and the
+checkpoint stays plain tensors and numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from utils.config import ScheduleConfig
+
+
+class LrSchedule:
+    """``lr(step)`` for constant, step, cosine and one-cycle schedules, with linear warmup."""
+
+    def __init__(
+        self, cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int
+    ) -> None:
+        self.cfg = cfg
+        self.base_lr = base_lr
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = max(1, epochs * steps_per_epoch)
+        self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(self, step: int) -> float:
+        """The multiplier on ``base_lr`` at ``step`` (0-based)."""
+        cfg = self.cfg
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if cfg.name == "constant":
+            return 1.0
+        if cfg.name == "step":
+            return cfg.gamma ** (step // (cfg.step_epochs * self.steps_per_epoch))
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        progress = min(progress, 1.0)
+        if cfg.name == "cosine":
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
+        # onecycle: linear ramp up over the first 30%, then linear decay to the floor
+        peak = 0.3
+        if progress < peak:
+            return 0.1 + 0.9 * progress / peak
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress) / (1 - peak)
+
+    def lr(self, step: int) -> float:
+        return self.base_lr * self.factor(step)

@@ -1,0 +1,1 @@
+"""Shared utilities: typed config, errors, checkpoints, devices, seeding."""

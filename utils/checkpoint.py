@@ -1,0 +1,72 @@
+"""Checkpoint files: atomic writes, loads that never run code, and finding them by name.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)`` and nothing in it is executed on load.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.errors import CheckpointError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "model_args", "class_names", "normalization", "config")
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            torch.save(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one of this repo's checkpoints, refusing anything that would need to run code."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else "unsupported content"
+        raise CheckpointError(f"{path} was refused: it is not a plain-data checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this repo")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {payload['format_version']}; this code reads up to "
+            f"{FORMAT_VERSION}: update the repo"
+        )
+    return payload
+
+
+def resolve_checkpoint_path(name: str, output_dir: Path) -> Path:
+    """A path as given; a run directory means its ``best.pt``; a bare file name
+    (``best.pt``, ``last.pt``) means that file in the newest run under ``output_dir``."""
+    path = Path(name)
+    if path.is_dir():
+        path = path / "best.pt"
+    if path.exists() or path.parent != Path("."):
+        return path
+    runs = sorted(output_dir.glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise CheckpointError(f"checkpoint {name!r} not found, and no run in {output_dir}/ has one")
+    return runs[-1]

@@ -1,0 +1,229 @@
+"""Typed run configuration: dataclasses loaded from YAML and checked field by field.
+
+Every value, whether from a YAML file or a ``--set key=value`` override, goes through the same
+check, and a mistake is reported as one line naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": (default, *choices)})
+
+
+def _range(default: Any, low: float | None = None, high: float | None = None, **kw: bool) -> Any:
+    """A number in [low, high]; ``low_open``/``high_open`` exclude the bound."""
+    return field(default=default, metadata={"low": low, "high": high, **kw})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _choice("cifar10", "cifar100", "imagefolder", "synthetic")
+    root: str = "data/cifar10"
+    image_size: int | None = _range(None, 8, 1024)  # None: the data set's native size
+    val_fraction: float = _range(0.1, 0.0, 1.0, low_open=True, high_open=True)
+    split_seed: int = 0
+    batch_size: int = _range(128, 1)
+    eval_batch_size: int = _range(512, 1)
+    hflip: bool = False
+    crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
+    download: bool = True
+    cache_dir: str = ".cache/datasets"
+    synthetic_samples: int = _range(1200, 20)
+    synthetic_classes: int = _range(10, 2, 1000)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _choice("resnet18")
+    stem: str = _choice("imagenet", "cifar")
+    dropout: float = _range(0.0, 0.0, 1.0, high_open=True)
+    zero_init_residual: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _range(0.1, 0.0, None, low_open=True)
+    momentum: float = _range(0.9, 0.0, 1.0, high_open=True)
+    nesterov: bool = False
+    weight_decay: float = _range(0.0, 0.0)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = _choice("cosine", "constant", "step", "onecycle")
+    warmup_epochs: float = _range(0.0, 0.0)
+    step_epochs: int = _range(30, 1)  # "step": multiply the lr by gamma every step_epochs
+    gamma: float = _range(0.1, 0.0, 1.0, low_open=True)
+    min_lr_ratio: float = _range(0.0, 0.0, 1.0)  # cosine/onecycle floor, as a fraction of lr
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    patience: int = _range(5, 1)
+    min_delta: float = _range(0.0, 0.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _range(30, 1)
+    label_smoothing: float = _range(0.0, 0.0, 1.0, high_open=True)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then mps, then cpu), or a torch device string
+    precision: str = _choice("auto", "fp32", "bf16", "fp16")
+    channels_last: bool = True
+    nonfinite_loss: str = _choice("stop", "skip")
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "checkpoints"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    args = typing.get_args(hint)
+    if args:
+        return " or ".join("null" if a is type(None) else names[a] for a in args)
+    return names[hint]
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{where}: expected one of {list(meta['choices'])}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    low_open, high_open = meta.get("low_open", False), meta.get("high_open", False)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+        span = f"in {lo}, {hi}" if lo and hi else (f"> {low}" if low_open else f">= {low}")
+        if not lo:
+            span = f"< {high}" if high_open else f"<= {high}"
+        raise ConfigError(f"{where}: expected a value {span}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys, bad types and values."""
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise ConfigError(f"{source}: {key}: unknown key; expected one of {sorted(fields)}")
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], value, source, key + ".")
+        else:
+            values[name] = _check_type(value, hints[name], f"{source}: {key}")
+            _check_bounds(values[name], fields[name].metadata, f"{source}: {key}")
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a plain mapping into a ``Config``; ``source`` names it in error messages."""
+    return _build(Config, raw, source)
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path as given, or a bare name looked up in ``configs/`` (``.yaml`` optional)."""
+    candidates = [Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    available = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {name!r} not found; available in configs/: {available}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``: tags such as ``!!python/object`` are rejected."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.key=value`` to ``raw`` in place; the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {assignment!r}: expected the form section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML") from None
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part} is not a section")
+    node[leaf] = value
+
+
+def load_config(name: str, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a config file by path or bare name, apply overrides, and validate the result."""
+    path = resolve_config_path(name)
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return config_from_dict(raw, str(path))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data (for YAML files and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML beside a run."""
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
