@@ -1,9 +1,9 @@
 """Train ResNet-18 from a YAML config.
 
-    python train.py --config optimized.yaml
-    python train.py --config optimized.yaml --data-root ../shared/data/cifar10-jpg
-    python train.py --config baseline.yaml --set train.epochs=5 --set optim.lr=0.05
-    python train.py --resume checkpoints/<run>          # continue a stopped run
+python train.py --config optimized.yaml
+python train.py --config optimized.yaml --data-root ../shared/data/cifar10-jpg
+python train.py --config baseline.yaml --set train.epochs=5 --set optim.lr=0.05
+python train.py --resume checkpoints/<run>          # continue a stopped run
 """
 
 from __future__ import annotations
@@ -21,16 +21,28 @@ from utils.errors import UserError
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a YAML file, or a bare name in configs/ (baseline.yaml)")
     source.add_argument("--resume", help="a run directory or its last.pt, to continue that run")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
-    parser.add_argument("--data-root", help="data location; overrides data.root "
-                        "(also read from the RESNET18_DATA_ROOT environment variable)")
-    parser.add_argument("--run-name", help="run directory name under output_dir "
-                        "(default: <config name>-<date>-<time>)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    parser.add_argument(
+        "--data-root",
+        help="data location; overrides data.root "
+        "(also read from the RESNET18_DATA_ROOT environment variable)",
+    )
+    parser.add_argument(
+        "--run-name",
+        help="run directory name under output_dir (default: <config name>-<date>-<time>)",
+    )
     return parser.parse_args()
 
 

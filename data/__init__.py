@@ -14,7 +14,12 @@ import torch
 from torch import Tensor
 
 from data.augment import BatchTransform
-from data.datasets import ImageSet, cifar_image_set, folder_image_set, synthetic_image_set
+from data.datasets import (
+    ImageSet,
+    cifar_image_set,
+    folder_image_set,
+    synthetic_image_set,
+)
 from data.loader import InMemoryLoader
 from data.split import split_indices
 from utils.config import DataConfig
@@ -90,7 +95,12 @@ def make_transforms(
 ) -> tuple[BatchTransform, BatchTransform]:
     """The training transform (with the configured augmentation) and the evaluation one."""
     train = BatchTransform(
-        mean, std, cfg.hflip, cfg.crop_padding, cfg.image_size, channels_last=channels_last
+        mean,
+        std,
+        cfg.hflip,
+        cfg.crop_padding,
+        cfg.image_size,
+        channels_last=channels_last,
     )
     evaluation = BatchTransform(mean, std, output_size=cfg.image_size, channels_last=channels_last)
     return train, evaluation

@@ -23,7 +23,7 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv + BN layers with a residual connection: relu(bn2(conv2(relu(bn1(conv1 x)))) + x)."""
+    """Two 3x3 conv + BN layers and a shortcut: relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
 
     expansion = 1
 

@@ -172,7 +172,13 @@ def run_epoch(cfg: Config, data: DataBundle, ctx: StepContext, state: RunState) 
     gen = epoch_generator(cfg.train.seed, epoch)
     desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
     train = train_one_epoch(
-        ctx, data.train.batches(epoch), data.train_transform, gen, state.step, len(data.train), desc
+        ctx,
+        data.train.batches(epoch),
+        data.train_transform,
+        gen,
+        state.step,
+        len(data.train),
+        desc,
     )
     train_seconds = time.perf_counter() - start
     val = evaluate_loss_accuracy(

@@ -18,7 +18,14 @@ import torch
 from utils.errors import CheckpointError
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "model", "model_args", "class_names", "normalization", "config")
+REQUIRED_KEYS = (
+    "format_version",
+    "model",
+    "model_args",
+    "class_names",
+    "normalization",
+    "config",
+)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -44,10 +51,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0] if str(err) else "unsupported content"
-        raise CheckpointError(f"{path} was refused: it is not a plain-data checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path} was refused: it is not a plain-data checkpoint ({first})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}"
+        ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is a torch file but not a checkpoint of this repo")
     if payload["format_version"] > FORMAT_VERSION:

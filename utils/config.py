@@ -101,7 +101,12 @@ class Config:
 
 
 def _describe(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+    }
     args = typing.get_args(hint)
     if args:
         return " or ".join("null" if a is type(None) else names[a] for a in args)

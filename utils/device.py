@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -48,7 +48,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], ContextManager]:
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
     """A zero-argument callable returning the autocast context for ``precision``."""
     if precision == "fp32":
         return contextlib.nullcontext

@@ -1,0 +1,76 @@
+"""Evaluate a trained checkpoint: metrics (printed and JSON) and plots.
+
+python evaluate.py --ckpt best.pt                       # newest run's best.pt, val split
+python evaluate.py --ckpt checkpoints/<run>/best.pt --split test
+python evaluate.py --ckpt best.pt --image-folder path/to/images   # any <class>/* tree
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data import resolve_data_root
+from evaluation.report import evaluate_checkpoint, format_report
+from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+from utils.cli import run_cli
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="a checkpoint path, a run directory, or a bare name (best.pt, "
+        "last.pt) meaning that file in the newest run",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("val", "test", "train"),
+        default="val",
+        help="which split of the training data set (default: val)",
+    )
+    parser.add_argument(
+        "--data-root",
+        help="data location, overriding the checkpoint's config "
+        "(also read from RESNET18_DATA_ROOT)",
+    )
+    parser.add_argument(
+        "--image-folder",
+        type=Path,
+        help="evaluate on this <class>/<image> tree instead of a split",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where to write metrics.json and plots (default: <run>/eval-<split>)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("checkpoints"),
+        help="where bare checkpoint names are looked up (default: checkpoints)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    path = resolve_checkpoint_path(args.ckpt, args.runs_dir)
+    print(f"checkpoint: {path}")
+    checkpoint = load_checkpoint(path)
+    report = evaluate_checkpoint(
+        checkpoint,
+        path,
+        args.split,
+        resolve_data_root(args.data_root),
+        args.image_folder,
+        args.output_dir,
+    )
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    run_cli(main)

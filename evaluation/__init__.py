@@ -1,0 +1,1 @@
+"""Scoring a trained checkpoint: metrics, plots, and the report evaluate.py writes."""

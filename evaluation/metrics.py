@@ -1,0 +1,58 @@
+"""Classification metrics computed from logits and labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(num_classes, num_classes) counts; row = true class, column = predicted class."""
+    flat = labels * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
+    return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+
+
+def classification_metrics(
+    logits: Tensor, labels: Tensor, class_names: list[str]
+) -> dict[str, Any]:
+    """Accuracy, loss, top-5, per-class accuracy/precision/recall/F1 and the confusion matrix.
+
+    logits: (N, C) float; labels: (N,) int64.
+    """
+    num_classes = logits.shape[1]
+    predicted = logits.argmax(1)
+    cm = confusion_matrix(predicted, labels, num_classes).double()
+    true_pos = cm.diagonal()
+    recall = _safe_divide(true_pos, cm.sum(1))  # per-class accuracy
+    precision = _safe_divide(true_pos, cm.sum(0))
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    k = min(5, num_classes)
+    top5 = (logits.topk(k, dim=1).indices == labels[:, None]).any(1).double().mean()
+    per_class = {
+        name: {
+            "accuracy": recall[i].item(),
+            "precision": precision[i].item(),
+            "recall": recall[i].item(),
+            "f1": f1[i].item(),
+            "support": int(cm[i].sum()),
+        }
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "num_samples": len(labels),
+        "accuracy": (predicted == labels).double().mean().item(),
+        "loss": F.cross_entropy(logits, labels).item(),
+        "top5_accuracy": top5.item(),  # top-k with k = min(5, classes)
+        "macro_precision": precision.mean().item(),
+        "macro_recall": recall.mean().item(),
+        "macro_f1": f1.mean().item(),
+        "per_class": per_class,
+        "confusion_matrix": cm.long().tolist(),
+    }

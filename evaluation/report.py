@@ -1,0 +1,173 @@
+"""Evaluate a checkpoint on one split: metrics to JSON, plots to PNG, a summary to print.
+
+Needs only the checkpoint (it holds the model's construction args, the class names, the
+normalisation, the config and the validation indices) and the data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data import load_eval_split
+from data.augment import BatchTransform
+from data.datasets import ImageSet, folder_image_set
+from data.loader import InMemoryLoader
+from evaluation.metrics import classification_metrics
+from evaluation.plots import (
+    plot_confusion_matrix,
+    plot_misclassified,
+    plot_per_class_accuracy,
+    plot_training_curves,
+)
+from models import ResNet, create_model
+from training.loop import predict
+from utils.config import Config, config_from_dict
+from utils.device import autocast_factory, resolve_device, resolve_precision
+from utils.errors import DataError
+from utils.run_log import read_history
+
+MISCLASSIFIED_SHOWN = 24
+
+
+def load_model(checkpoint: dict[str, Any], device: torch.device) -> ResNet:
+    model = create_model(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+def eval_images(
+    checkpoint: dict[str, Any], cfg: Config, split: str, image_folder: Path | None
+) -> ImageSet:
+    """The images to score, checked against the checkpoint's classes."""
+    if image_folder is not None:
+        images = folder_image_set(image_folder, cfg.data.image_size, cache_dir=None)
+    else:
+        images = load_eval_split(cfg.data, split, checkpoint.get("val_indices"))
+    expected = checkpoint["class_names"]
+    if len(images.class_names) != len(expected):
+        raise DataError(
+            f"the checkpoint has {len(expected)} classes but the data set has "
+            f"{len(images.class_names)}; evaluate on data with the classes {expected}"
+        )
+    return images
+
+
+def run_predictions(
+    model: ResNet,
+    images: ImageSet,
+    transform: BatchTransform,
+    cfg: Config,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) in float32 and labels (N,), on the CPU."""
+    loader = InMemoryLoader(
+        images.images, images.labels, cfg.data.eval_batch_size, False, device=device
+    )
+    precision = resolve_precision(cfg.train.precision, device)
+    outputs = list(
+        predict(
+            model,
+            loader.batches(),
+            transform,
+            autocast_factory(precision, device),
+            len(loader),
+        )
+    )
+    logits = torch.cat([logit for logit, _ in outputs]).cpu()
+    labels = torch.cat([label for _, label in outputs]).cpu()
+    return logits, labels
+
+
+def write_plots(
+    report: dict[str, Any],
+    images: ImageSet,
+    logits: torch.Tensor,
+    class_names: list[str],
+    run_dir: Path,
+    out_dir: Path,
+) -> list[Path]:
+    """All evaluation plots; training curves too when the run's metrics are beside it."""
+    paths = [
+        plot_confusion_matrix(
+            report["confusion_matrix"], class_names, out_dir / "confusion_matrix.png"
+        ),
+        plot_per_class_accuracy(report["per_class"], out_dir / "per_class_accuracy.png"),
+    ]
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    wrong = (predicted != images.labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)][:MISCLASSIFIED_SHOWN]
+    paths.append(
+        plot_misclassified(
+            images.images[worst],
+            images.labels[worst].tolist(),
+            predicted[worst].tolist(),
+            confidence[worst].tolist(),
+            class_names,
+            out_dir / "misclassified.png",
+        )
+    )
+    history = read_history(run_dir)
+    if history:
+        paths.append(plot_training_curves(history, out_dir / "training_curves.png"))
+    return paths
+
+
+def evaluate_checkpoint(
+    checkpoint: dict[str, Any],
+    ckpt_path: Path,
+    split: str = "val",
+    data_root: str | None = None,
+    image_folder: Path | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report."""
+    cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
+    if data_root:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    device = resolve_device(cfg.train.device if cfg.train.device != "auto" else "auto")
+    images = eval_images(checkpoint, cfg, split, image_folder)
+    norm = checkpoint["normalization"]
+    transform = BatchTransform(norm["mean"], norm["std"], output_size=cfg.data.image_size)
+    model = load_model(checkpoint, device)
+    logits, labels = run_predictions(model, images, transform, cfg, device)
+    class_names = checkpoint["class_names"]
+    report = {
+        "checkpoint": str(ckpt_path),
+        "split": "image-folder" if image_folder else split,
+        "data": str(
+            image_folder or ("synthetic" if cfg.data.dataset == "synthetic" else cfg.data.root)
+        ),
+        "epoch": checkpoint["epoch"],
+        **classification_metrics(logits, labels, class_names),
+    }
+    out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    report["plots"] = [
+        str(p) for p in write_plots(report, images, logits, class_names, ckpt_path.parent, out_dir)
+    ]
+    report["output_dir"] = str(out_dir)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A human-readable summary table of a report."""
+    lines = [
+        f"{report['split']} set: {report['num_samples']} images ({report['data']})",
+        f"accuracy {report['accuracy']:.4f} | loss {report['loss']:.4f} | "
+        f"top-5 {report['top5_accuracy']:.4f} | macro F1 {report['macro_f1']:.4f}",
+        f"{'class':<16}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}",
+    ]
+    for name, s in report["per_class"].items():
+        lines.append(
+            f"{name[:15]:<16}{s['accuracy']:>8.4f}{s['precision']:>8.4f}{s['recall']:>8.4f}"
+            f"{s['f1']:>8.4f}{s['support']:>7}"
+        )
+    lines.append(f"wrote {report['output_dir']}/metrics.json and {len(report['plots'])} plots")
+    return "\n".join(lines)

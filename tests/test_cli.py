@@ -1,0 +1,150 @@
+"""The real entry points, run as a user would, in a temporary directory."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_script
+
+FAST = ["--set", "data.synthetic_samples=400", "--set", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One smoke training run, from the command line, shared by the tests below."""
+    workdir = tmp_path_factory.mktemp("cli")
+    proc = run_script("train.py", "--config", "smoke.yaml", *FAST, "--run-name", "s", cwd=workdir)
+    assert "best epoch" in proc.stdout + proc.stderr
+    return workdir
+
+
+def test_train_then_evaluate_bare_best_pt(smoke_run: Path) -> None:
+    proc = run_script("evaluate.py", "--ckpt", "best.pt", cwd=smoke_run)
+    assert "checkpoint: checkpoints/s/best.pt" in proc.stdout
+    report = json.loads((smoke_run / "checkpoints/s/eval-val/metrics.json").read_text())
+    assert report["num_samples"] == 80 and 0 <= report["accuracy"] <= 1
+    assert sum(map(sum, report["confusion_matrix"])) == 80
+    plots = {p.name for p in (smoke_run / "checkpoints/s/eval-val").glob("*.png")}
+    assert plots == {
+        "confusion_matrix.png",
+        "per_class_accuracy.png",
+        "misclassified.png",
+        "training_curves.png",
+    }
+
+
+def test_resume_of_finished_run_adds_epochs(smoke_run: Path) -> None:
+    proc = run_script(
+        "train.py", "--resume", "checkpoints/s", "--set", "train.epochs=3", cwd=smoke_run
+    )
+    assert "resuming checkpoints/s after epoch 2" in proc.stdout
+    history = json.loads((smoke_run / "checkpoints/s/metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def assert_one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--config", "nope.yaml"], ["'nope.yaml' not found", "baseline.yaml"]),
+        (["--config", "smoke.yaml", "--set", "optim.lrr=1"], ["optim.lrr: unknown key"]),
+        (["--config", "smoke.yaml", "--set", "optim.lr=abc"], ["optim.lr: expected a number"]),
+        (["--config", "smoke.yaml", "--set", "model.dropout=2"], ["model.dropout", "[0.0, 1.0)"]),
+        (
+            [
+                "--config",
+                "optimized.yaml",
+                "--set",
+                "data.dataset=imagefolder",
+                "--data-root",
+                "missing",
+            ],
+            ["missing has no train/ folder"],
+        ),
+    ],
+)
+def test_train_bad_input(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(run_script("train.py", *args, cwd=tmp_path, check=False), *fragments)
+
+
+def test_image_folder_without_classes(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    args = [
+        "--config",
+        "optimized.yaml",
+        "--set",
+        "data.dataset=imagefolder",
+        "--data-root",
+        "empty",
+    ]
+    proc = run_script("train.py", *args, cwd=tmp_path, check=False)
+    assert_one_line_error(proc, "has no class folders")
+
+
+def test_offline_download_fails_fast_with_a_way_out(tmp_path: Path) -> None:
+    env_backup = dict(os.environ)
+    # A proxy on a closed local port makes every download fail at once, online or not.
+    os.environ.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    try:
+        proc = run_script("train.py", "--config", "baseline.yaml", cwd=tmp_path, check=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    assert_one_line_error(proc, "downloading cifar10 into data/cifar10 failed", "--data-root")
+
+
+def test_bad_cli_usage_is_an_argparse_error(tmp_path: Path) -> None:
+    proc = run_script("train.py", "--config", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "expected one argument" in proc.stderr
+    proc = run_script("evaluate.py", "--ckpt", "x.pt", "--bogus", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+
+
+def test_evaluate_missing_checkpoint(tmp_path: Path) -> None:
+    proc = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path, check=False)
+    assert_one_line_error(proc, "'best.pt' not found")
+    proc = run_script("evaluate.py", "--ckpt", "runs/x/best.pt", cwd=tmp_path, check=False)
+    assert_one_line_error(proc, "runs/x/best.pt not found")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random", "not_ours"])
+def test_evaluate_broken_checkpoint(smoke_run: Path, tmp_path: Path, damage: str) -> None:
+    good = (smoke_run / "checkpoints/s/best.pt").read_bytes()
+    content = {
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "random": os.urandom(4096),
+        "not_ours": None,
+    }[damage]
+    path = tmp_path / "broken.pt"
+    if content is None:
+        import torch
+
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    proc = run_script("evaluate.py", "--ckpt", str(path), cwd=tmp_path, check=False)
+    assert_one_line_error(proc, str(path))
+
+
+def test_evaluate_class_count_mismatch(smoke_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / cls / "0.png")
+    ckpt = str(smoke_run / "checkpoints/s/best.pt")
+    proc = run_script(
+        "evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path, check=False
+    )
+    assert_one_line_error(proc, "the checkpoint has 10 classes but the data set has 2")

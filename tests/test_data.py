@@ -1,0 +1,160 @@
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+from data import carve_validation, channel_stats, load_image_set, make_transforms
+from data.augment import BatchTransform, random_crop, random_hflip
+from data.datasets import cifar_image_set, folder_image_set, synthetic_image_set
+from data.loader import InMemoryLoader
+from data.split import split_indices
+from utils.config import load_config
+from utils.errors import DataError
+
+
+def position_images(n: int, size: int = 32) -> torch.Tensor:
+    """Channel 0 holds row + 10, channel 1 column + 10, channel 2 is 255: offsets are readable."""
+    rows = torch.arange(size).view(size, 1).expand(size, size) + 10
+    cols = torch.arange(size).view(1, size).expand(size, size) + 10
+    image = torch.stack([rows, cols, torch.full_like(rows, 255)]).to(torch.uint8)
+    return image.expand(n, 3, size, size).contiguous()
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    train, val = split_indices(50_000, 0.1, seed=0)
+    again_train, again_val = split_indices(50_000, 0.1, seed=0)
+    assert torch.equal(train, again_train) and torch.equal(val, again_val)
+    assert (len(train), len(val)) == (45_000, 5_000)
+    assert torch.equal(torch.cat([train, val]).sort().values, torch.arange(50_000))
+    assert not torch.equal(val, split_indices(50_000, 0.1, seed=1)[1])
+
+
+def test_random_crop_offsets_uniform_over_9x9_and_match_torchvision() -> None:
+    per_cell, padding = 150, 4
+    n = 81 * per_cell
+    images = position_images(n)
+    out = random_crop(images, padding, torch.Generator().manual_seed(0))
+    # output[i, j] = original[i + dy - p, j + dx - p]; the centre pixel is always inside.
+    dy = out[:, 0, 16, 16].long() - 10 - 16 + padding
+    dx = out[:, 1, 16, 16].long() - 10 - 16 + padding
+    assert dy.min() == 0 and dy.max() == 2 * padding and dx.min() == 0 and dx.max() == 2 * padding
+    counts = torch.bincount(dy * 9 + dx, minlength=81).double()
+    chi2 = ((counts - per_cell) ** 2 / per_cell).sum()
+    assert chi2 < 124, f"offsets not uniform: chi2={chi2:.1f} (80 dof, p=0.001 bound 124)"
+    for k in range(20):  # each crop equals torchvision's pad + crop at the same offset
+        expected = TF.crop(TF.pad(images[k], [padding]), int(dy[k]), int(dx[k]), 32, 32)
+        assert torch.equal(out[k], expected)
+
+
+def test_horizontal_flip_rate_is_half() -> None:
+    n = 20_000
+    out = random_hflip(position_images(n), torch.Generator().manual_seed(0))
+    flipped = out[:, 1, 0, 0] == 10 + 31
+    assert torch.all(flipped | (out[:, 1, 0, 0] == 10))
+    assert abs(flipped.double().mean().item() - 0.5) < 0.015  # ~4.2 standard errors
+
+
+def test_augmentation_applied_in_optimized_absent_in_baseline() -> None:
+    images = synthetic_image_set(64, 4).images
+    mean, std = [0.5] * 3, [0.25] * 3
+    for name, augmented in (("baseline", False), ("optimized", True)):
+        train_tf, eval_tf = make_transforms(load_config(name).data, mean, std, False)
+        same = torch.equal(train_tf(images, torch.Generator().manual_seed(1)), eval_tf(images))
+        assert same is not augmented, name
+        assert not eval_tf.augments  # nothing random reaches validation
+
+
+def test_normalisation_and_resize() -> None:
+    images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
+    out = BatchTransform([0.5] * 3, [0.25] * 3, output_size=64)(images)
+    assert out.shape == (2, 3, 64, 64)
+    assert torch.allclose(out, torch.full_like(out, 2.0))
+
+
+def test_loader_order_depends_only_on_seed_and_epoch() -> None:
+    labels = torch.arange(100)
+    loader = InMemoryLoader(labels.view(100, 1, 1, 1), labels, 16, shuffle=True, seed=3)
+    assert torch.equal(loader.order(2), loader.order(2))
+    assert not torch.equal(loader.order(2), loader.order(3))
+    served = torch.cat([batch_labels for _, batch_labels in loader.batches(2)])
+    assert torch.equal(served, loader.order(2))
+    resumed = torch.cat([batch_labels for _, batch_labels in loader.batches(2, start_batch=3)])
+    assert torch.equal(resumed, loader.order(2)[48:])
+
+
+def test_synthetic_set_deterministic_and_balanced() -> None:
+    a, b = synthetic_image_set(200, 10), synthetic_image_set(200, 10)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.images.dtype == torch.uint8 and a.images.shape == (200, 3, 32, 32)
+    assert torch.all(torch.bincount(a.labels) == 20)
+
+
+def test_carved_validation_and_stats() -> None:
+    cfg = load_config("smoke.yaml").data
+    full = load_image_set(cfg, "train")
+    train, val, val_idx = carve_validation(cfg, full)
+    assert len(train) + len(val) == len(full) and len(val) == round(0.2 * len(full))
+    assert torch.equal(val.labels, full.labels[val_idx])
+    mean, std = channel_stats(train.images)
+    expected = train.images.double().div(255)
+    assert mean == pytest.approx(expected.mean((0, 2, 3)).tolist(), abs=1e-4)
+    assert std == pytest.approx(expected.std((0, 2, 3)).tolist(), abs=1e-3)
+
+
+def make_folder(root: Path, sizes: dict[str, list[int]]) -> Path:
+    for cls, image_sizes in sizes.items():
+        (root / cls).mkdir(parents=True)
+        for i, side in enumerate(image_sizes):
+            colour = (200, 10, 10) if cls == "a" else (10, 10, 200)
+            Image.new("RGB", (side, side), colour).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_image_folder_loads_labels_and_uses_cache(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "train", {"a": [8, 8], "b": [8, 8, 8]})
+    cache = tmp_path / "cache"
+    first = folder_image_set(folder, None, cache)
+    assert first.class_names == ["a", "b"] and first.labels.tolist() == [0, 0, 1, 1, 1]
+    assert first.images[0, 0, 0, 0] == 200 and first.images[4, 2, 0, 0] == 200
+    assert len(list(cache.glob("*.pt"))) == 1
+    second = folder_image_set(folder, None, cache)
+    assert torch.equal(first.images, second.images)
+
+
+def test_image_folder_mixed_sizes_need_image_size(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "train", {"a": [8, 12], "b": [10]})
+    with pytest.raises(DataError, match=r"set data\.image_size"):
+        folder_image_set(folder, None, None)
+    assert folder_image_set(folder, 16, None).images.shape == (3, 3, 16, 16)
+
+
+@pytest.mark.parametrize("layout", ["missing", "no_classes", "no_images"])
+def test_bad_image_folders_raise_data_error(tmp_path: Path, layout: str) -> None:
+    folder = tmp_path / "train"
+    if layout != "missing":
+        folder.mkdir()
+    if layout == "no_images":
+        (folder / "cat").mkdir()
+        (folder / "cat" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match=str(folder)):
+        folder_image_set(folder, None, None)
+
+
+def test_offline_download_gives_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"downloading cifar10 into .* failed.*--data-root"):
+        cifar_image_set("cifar10", tmp_path / "cifar", train=True, download=True)
+
+
+def test_missing_cifar_without_download_names_the_way_out(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"not found in .*--data-root"):
+        cifar_image_set("cifar10", tmp_path, train=True, download=False)
