@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         help="where to write metrics.json and plots (default: <run>/eval-<split>)",
     )
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     parser.add_argument(
         "--runs-dir",
         type=Path,
@@ -68,6 +69,7 @@ def main() -> None:
         resolve_data_root(args.data_root),
         args.image_folder,
         args.output_dir,
+        args.device,
     )
     print(format_report(report))
 

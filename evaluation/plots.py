@@ -40,7 +40,7 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path) -> Path:
             lw=1,
             label=f"best (epoch {best['epoch']})",
         )
-        ax.set(xlabel="epoch", ylabel=key, title=title)
+        ax.set(xlabel="epoch", ylabel=title.lower(), title=title)
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)

@@ -34,10 +34,11 @@ from utils.run_log import read_history
 MISCLASSIFIED_SHOWN = 24
 
 
-def load_model(checkpoint: dict[str, Any], device: torch.device) -> ResNet:
+def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: bool) -> ResNet:
     model = create_model(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def eval_images(
@@ -125,16 +126,21 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     image_folder: Path | None = None,
     out_dir: Path | None = None,
+    device_name: str = "auto",
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report."""
     cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    device = resolve_device(cfg.train.device if cfg.train.device != "auto" else "auto")
+    device = resolve_device(device_name)
     images = eval_images(checkpoint, cfg, split, image_folder)
     norm = checkpoint["normalization"]
-    transform = BatchTransform(norm["mean"], norm["std"], output_size=cfg.data.image_size)
-    model = load_model(checkpoint, device)
+    # The same layout and precision as validation during training, so the numbers match.
+    channels_last = cfg.train.channels_last
+    transform = BatchTransform(
+        norm["mean"], norm["std"], output_size=cfg.data.image_size, channels_last=channels_last
+    )
+    model = load_model(checkpoint, device, channels_last)
     logits, labels = run_predictions(model, images, transform, cfg, device)
     class_names = checkpoint["class_names"]
     report = {

@@ -1,0 +1,225 @@
+"""Training throughput of this repo's pipeline against a plain torchvision reference.
+
+Both run in one invocation, alternating, with the same batch size and the same images:
+- reference: torchvision resnet18, ImageFolder + PIL transforms, DataLoader (2 workers), fp32;
+- repo: in-memory uint8 data, batched augmentation, channels_last, the configured precision,
+  foreach SGD, through the real training loop (``training.loop.train_one_epoch``).
+
+    python -m benchmarks.throughput                      # CIFAR-10 JPEGs from ../shared if present
+    python -m benchmarks.throughput --sizes 32 224 --stems imagenet --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import transforms
+
+from data import channel_stats
+from data.augment import BatchTransform
+from data.datasets import folder_image_set, synthetic_image_set
+from data.loader import InMemoryLoader
+from models import create_model
+from training.loop import StepContext, predict, train_one_epoch
+from training.schedule import LrSchedule
+from utils.config import ScheduleConfig
+from utils.device import autocast_factory, resolve_precision
+from utils.hardware import describe_hardware
+
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg/train"
+
+
+def write_synthetic_folder(root: Path, count: int = 2000) -> Path:
+    """A JPEG ImageFolder for machines without the CIFAR-10 copy."""
+    from PIL import Image
+
+    images = synthetic_image_set(count, 10)
+    for i, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
+        folder = root / f"class_{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.jpg", quality=75)
+    return root
+
+
+def reference_model(stem: str) -> nn.Module:
+    model = torchvision.models.resnet18(num_classes=10)
+    if stem == "cifar":
+        model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+def reference_img_per_s(folder: Path, stem: str, size: int, batch: int, steps: int) -> float:
+    """The textbook pipeline: PIL transforms in DataLoader workers, fp32, default SGD."""
+    ops = [transforms.Resize(size)] if size != 32 else []
+    ops += [
+        transforms.RandomCrop(size, padding=4 * size // 32),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)),
+    ]
+    dataset = torchvision.datasets.ImageFolder(str(folder), transforms.Compose(ops))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=2, persistent_workers=False
+    )
+    model = reference_model(stem).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    batches = iter(loader)
+    next(batches)  # worker start-up is not throughput
+    start = time.perf_counter()
+    for images, labels in itertools.islice(batches, steps):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def repo_img_per_s(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    stem: str,
+    size: int,
+    batch: int,
+    steps: int,
+    precision: str,
+) -> float:
+    """The repo's path: in-memory batches, batched augmentation, channels_last, autocast."""
+    mean, std = channel_stats(images[:5000])
+    transform = BatchTransform(mean, std, True, 4, None if size == 32 else size, True)
+    loader = InMemoryLoader(images, labels, batch, shuffle=True)
+    model = create_model(num_classes=10, stem=stem).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True
+    )
+    ctx = StepContext(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        LrSchedule(ScheduleConfig(), 0.01, 1, steps + 1),
+        autocast_factory(precision, torch.device("cpu")),
+    )
+    gen = torch.Generator().manual_seed(0)
+    train_one_epoch(ctx, itertools.islice(loader.batches(0), 1), transform, gen, 0, 1)  # warm-up
+    start = time.perf_counter()
+    train_one_epoch(ctx, itertools.islice(loader.batches(1), steps), transform, gen, 1, steps)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def repo_eval_img_per_s(images: torch.Tensor, stem: str, size: int, precision: str) -> float:
+    model = create_model(num_classes=10, stem=stem).to(memory_format=torch.channels_last)
+    transform = BatchTransform(
+        [0.5] * 3, [0.25] * 3, output_size=None if size == 32 else size, channels_last=True
+    )
+    subset = images[:2048]
+    loader = InMemoryLoader(subset, torch.zeros(len(subset), dtype=torch.long), 512, False)
+    autocast = autocast_factory(precision, torch.device("cpu"))
+    start = time.perf_counter()
+    for _ in predict(model, loader.batches(), transform, autocast):
+        pass
+    return len(subset) / (time.perf_counter() - start)
+
+
+def training_gflop_per_image(stem: str, size: int) -> float:
+    """Forward + backward FLOPs of one image, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(num_classes=10, stem=stem)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(2, 3, size, size)).sum().backward()
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def measure(args: argparse.Namespace, folder: Path) -> dict:
+    data = folder_image_set(folder, None, Path(".cache/datasets"))
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    peak = matmul_peak_gflops(torch.bfloat16 if precision == "bf16" else torch.float32)
+    results = []
+    for stem, size in itertools.product(args.stems, args.sizes):
+        steps = args.steps if stem == "imagenet" and size <= 64 else max(3, args.steps // 4)
+        ref, repo = [], []
+        for _ in range(args.repeats):  # alternate so that machine noise hits both alike
+            ref.append(reference_img_per_s(folder, stem, size, args.batch, steps))
+            repo.append(
+                repo_img_per_s(data.images, data.labels, stem, size, args.batch, steps, precision)
+            )
+        gflop = training_gflop_per_image(stem, size)
+        row = {
+            "stem": stem,
+            "size": size,
+            "steps": steps,
+            "reference_img_s": round(statistics.median(ref), 1),
+            "repo_img_s": round(statistics.median(repo), 1),
+            "ratio": round(statistics.median(r / p for r, p in zip(repo, ref, strict=True)), 2),
+            "repo_eval_img_s": round(repo_eval_img_per_s(data.images, stem, size, precision), 1),
+            "train_gflop_per_image": round(gflop, 3),
+        }
+        row["repo_gflop_s"] = round(row["repo_img_s"] * gflop, 1)
+        row["fraction_of_matmul_peak"] = round(row["repo_gflop_s"] / peak, 3)
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    return {
+        "hardware": describe_hardware(torch.device("cpu")),
+        "precision": precision,
+        "batch_size": args.batch,
+        "repeats": args.repeats,
+        "matmul_peak_gflop_s": round(peak, 1),
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="an ImageFolder split")
+    parser.add_argument("--stems", nargs="+", default=["imagenet", "cifar"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[32])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder if args.folder.is_dir() else write_synthetic_folder(Path(tmp))
+        report = measure(args, folder)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"peak matmul {report['matmul_peak_gflop_s']} GFLOP/s ({report['precision']}); "
+        f"wrote {args.output}"
+    )
+    for row in report["results"]:
+        print(
+            f"{row['stem']:>8} {row['size']:>4}px: repo {row['repo_img_s']:>7.1f} img/s, "
+            f"reference {row['reference_img_s']:>7.1f} img/s, ratio {row['ratio']:.2f}x, "
+            f"eval {row['repo_eval_img_s']:.0f} img/s, {row['fraction_of_matmul_peak']:.0%} of peak"
+        )
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

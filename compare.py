@@ -1,0 +1,29 @@
+"""Compare finished runs: results table (markdown + JSON) and overlay plots of val loss/acc.
+
+python compare.py checkpoints/baseline-s* checkpoints/optimized-s* --output-dir docs
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evaluation.compare import compare_runs
+from utils.cli import run_cli
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories")
+    parser.add_argument("--output-dir", type=Path, default=Path("docs"))
+    parser.add_argument("--prefix", default="results", help="file name prefix (default: results)")
+    args = parser.parse_args()
+    result = compare_runs(args.runs, args.output_dir, args.prefix)
+    print(result["table"])
+    print(f"wrote {args.output_dir}/{args.prefix}.md, .json, _val_loss.png, _val_acc.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

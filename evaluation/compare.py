@@ -1,0 +1,130 @@
+"""Compare finished runs: a results table (markdown and JSON) and overlay plots.
+
+Runs are grouped by their config's ``name`` (seeds of one recipe form a group), and each
+group is reported as mean ± standard deviation over its runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import yaml
+
+from utils.errors import UserError
+from utils.run_log import read_history
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    group: str
+    seed: int
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def median_epoch_s(self) -> float:
+        return statistics.median(row["epoch_time_s"] for row in self.history)
+
+
+def load_run(run_dir: Path) -> RunResult:
+    """A finished run's summary, per-epoch history and config."""
+    summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
+    if not summary_path.is_file() or not config_path.is_file():
+        raise UserError(f"{run_dir} is not a finished run (no summary.json or config.yaml)")
+    config = yaml.safe_load(config_path.read_text())
+    return RunResult(
+        run_dir=run_dir,
+        group=config["name"],
+        seed=config["train"]["seed"],
+        summary=json.loads(summary_path.read_text()),
+        history=read_history(run_dir),
+    )
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """One row per group: metrics as mean and std over its runs, in first-seen order."""
+    groups: dict[str, list[RunResult]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    rows = []
+    for group, members in groups.items():
+        acc = _mean_std([100 * m.summary["best_val_acc"] for m in members])
+        loss = _mean_std([m.summary["best_val_loss"] for m in members])
+        rows.append(
+            {
+                "group": group,
+                "seeds": [m.seed for m in members],
+                "val_acc_mean": round(acc[0], 2),
+                "val_acc_std": round(acc[1], 2),
+                "val_loss_mean": round(loss[0], 4),
+                "val_loss_std": round(loss[1], 4),
+                "best_epoch": [m.summary["best_epoch"] for m in members],
+                "epochs_run": [m.summary["epochs_run"] for m in members],
+                "median_epoch_s": round(statistics.median(m.median_epoch_s for m in members), 1),
+                "wall_time_min": round(
+                    statistics.fmean(m.summary["train_seconds"] for m in members) / 60, 1
+                ),
+                "hardware": members[0].summary["hardware"],
+                "runs": [str(m.run_dir) for m in members],
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| run | seeds | val acc (%) | val loss | best epoch | epochs run | "
+        "median epoch (s) | wall time (min) |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        spread = len(r["seeds"]) > 1
+        acc = f"{r['val_acc_mean']:.2f}" + (f" ± {r['val_acc_std']:.2f}" if spread else "")
+        loss = f"{r['val_loss_mean']:.4f}" + (f" ± {r['val_loss_std']:.4f}" if spread else "")
+        lines.append(
+            f"| {r['group']} | {', '.join(map(str, r['seeds']))} | {acc} | {loss} | "
+            f"{', '.join(map(str, r['best_epoch']))} | {', '.join(map(str, r['epochs_run']))} | "
+            f"{r['median_epoch_s']} | {r['wall_time_min']} |"
+        )
+    hardware = sorted({r["hardware"] for r in rows})
+    return header + "\n".join(lines) + f"\n\nHardware: {'; '.join(hardware)}\n"
+
+
+def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Path:
+    """``key`` (val_loss or val_acc) against epoch, every run on one figure."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        epochs = [row["epoch"] for row in run.history]
+        values = [row[key] * (100 if key.endswith("acc") else 1) for row in run.history]
+        ax.plot(epochs, values, marker="o", ms=2, lw=1.2, label=run.run_dir.name)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} by epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def compare_runs(run_dirs: list[Path], output_dir: Path, prefix: str = "results") -> dict[str, Any]:
+    """Write ``<prefix>.md``, ``<prefix>.json`` and two overlay plots into ``output_dir``."""
+    runs = [load_run(d) for d in run_dirs]
+    rows = summarise_groups(runs)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{prefix}.md").write_text(markdown_table(rows))
+    (output_dir / f"{prefix}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot_overlay(runs, "val_loss", "validation loss", output_dir / f"{prefix}_val_loss.png")
+    plot_overlay(runs, "val_acc", "validation accuracy (%)", output_dir / f"{prefix}_val_acc.png")
+    return {"rows": rows, "table": markdown_table(rows)}
