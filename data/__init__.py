@@ -56,7 +56,9 @@ def load_image_set(cfg: DataConfig, split: str) -> ImageSet | None:
         return synthetic_image_set(cfg.synthetic_samples, cfg.synthetic_classes, seed=seed)
     if cfg.dataset == "imagefolder" or is_image_folder(root):
         if (root / split).is_dir():
-            return folder_image_set(root / split, cfg.image_size, Path(cfg.cache_dir))
+            return folder_image_set(
+                root / split, cfg.image_size, Path(cfg.cache_dir), cfg.skip_bad_images
+            )
         if split == "train":
             raise DataError(
                 f"data root {root} has no train/ folder; expected {root}/train/<class>/<image>. "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,42 +99,77 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, class_names
 
 
-def _decode(path: Path, size: int | None) -> Tensor:
+def _decode(path: Path) -> Tensor:
+    """(3, H, W) uint8; a file PIL cannot read, or one over its pixel limit, is a DataError."""
     try:
         with Image.open(path) as pil:
             array = np.asarray(pil.convert("RGB"))  # (H, W, 3) uint8
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot decode image {path}: {err}") from None
-    image = torch.from_numpy(array.copy()).permute(2, 0, 1)  # (3, H, W)
-    if size is not None and image.shape[1:] != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    return image
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _cache_key(files: list[Path], size: int | None) -> str:
-    digest = hashlib.sha1(f"{files[0].parent.parent.resolve()}|{size}".encode())
+def _resize_square(image: Tensor, size: int) -> Tensor:
+    """Resize the short side to ``size`` and centre-crop to ``size`` x ``size``."""
+    if image.shape[1:] == (size, size):
+        return image
+    return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+
+
+def _cache_key(files: list[Path], size: int | None, skip_bad: bool) -> str:
+    digest = hashlib.sha1(f"{files[0].parent.parent.resolve()}|{size}|{skip_bad}".encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
-def folder_image_set(folder: Path, size: int | None, cache_dir: Path | None) -> ImageSet:
-    """Decode an ImageFolder tree into memory, through a disk cache keyed by its files."""
+def _decode_all(files: list[Path], skip_bad: bool) -> list[Tensor | None]:
+    """Decode in a thread pool; a bad file raises (naming it) or, with ``skip_bad``, is None."""
+
+    def decode(path: Path) -> Tensor | None:
+        try:
+            return _decode(path)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {err}", stacklevel=1)
+            return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(decode, files, chunksize=256))
+
+
+def folder_image_set(
+    folder: Path, size: int | None, cache_dir: Path | None, skip_bad: bool = False
+) -> ImageSet:
+    """Decode an ImageFolder tree into memory, through a disk cache keyed by its files.
+
+    Images keep their size when all share one; otherwise ``size`` (required then) resizes them.
+    """
     files, labels, class_names = list_image_folder(folder)
-    cache = cache_dir / f"{folder.name}-{_cache_key(files, size)}.pt" if cache_dir else None
+    key = _cache_key(files, size, skip_bad)
+    cache = cache_dir / f"{folder.name}-{key}.pt" if cache_dir else None
     if cache is not None and cache.is_file():
         stored = torch.load(cache, weights_only=True)
         return ImageSet(stored["images"], stored["labels"], stored["class_names"])
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda p: _decode(p, size), files, chunksize=256))
-    shapes = {tuple(img.shape) for img in decoded}
-    if len(shapes) > 1:
-        raise DataError(
-            f"images in {folder} have different sizes ({len(shapes)} kinds); "
-            "set data.image_size to resize them to one square size"
-        )
-    image_set = ImageSet(torch.stack(decoded), torch.tensor(labels), class_names)
+    decoded = _decode_all(files, skip_bad)
+    kept = [(img, label) for img, label in zip(decoded, labels, strict=True) if img is not None]
+    if len(kept) < len(files):
+        print(f"skipped {len(files) - len(kept)} unreadable images in {folder}", file=sys.stderr)
+    if not kept:
+        raise DataError(f"no readable images in {folder}")
+    images = [img for img, _ in kept]
+    if len({tuple(img.shape) for img in images}) > 1:
+        if size is None:
+            raise DataError(
+                f"images in {folder} have different sizes; "
+                "set data.image_size to resize them to one square size"
+            )
+        images = [_resize_square(img, size) for img in images]
+    image_set = ImageSet(
+        torch.stack(images), torch.tensor([label for _, label in kept]), class_names
+    )
     if cache is not None:
         _write_cache(image_set, cache)
     return image_set

@@ -46,7 +46,7 @@ def eval_images(
 ) -> ImageSet:
     """The images to score, checked against the checkpoint's classes."""
     if image_folder is not None:
-        images = folder_image_set(image_folder, cfg.data.image_size, cache_dir=None)
+        images = folder_image_set(image_folder, cfg.data.image_size, None, cfg.data.skip_bad_images)
     else:
         images = load_eval_split(cfg.data, split, checkpoint.get("val_indices"))
     expected = checkpoint["class_names"]

@@ -24,10 +24,22 @@ class NonFiniteLossError(UserError):
 
 @dataclass
 class EpochStats:
-    loss: float
-    accuracy: float
-    steps: int = 0
+    """Running sums over one epoch; plain numbers so a partial epoch can be checkpointed."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    steps: int = 0  # batches consumed, including skipped ones
     skipped: int = 0
+    interrupted: bool = False
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.seen if self.seen else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.seen if self.seen else math.nan
 
 
 @dataclass
@@ -54,9 +66,11 @@ def _train_step(
         loss = ctx.criterion(logits, labels)
     if not torch.isfinite(loss):
         if ctx.skip_nonfinite:
-            ctx.optimizer.zero_grad(set_to_none=True)
             return None
-        raise NonFiniteLossError(f"loss is {loss.item()} at global step {step}")
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at global step {step}; lower optim.lr, or set "
+            "train.nonfinite_loss=skip to skip such batches"
+        )
     ctx.optimizer.zero_grad(set_to_none=True)
     if ctx.scaler is not None:
         ctx.scaler.scale(loss).backward()
@@ -76,26 +90,33 @@ def train_one_epoch(
     first_step: int,
     total: int,
     desc: str = "train",
+    stats: EpochStats | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> EpochStats:
-    """Train on every batch; the loss shown and returned is the mean over samples seen."""
+    """Train on ``batches`` until they run out or ``should_stop()`` turns true after a step.
+
+    ``stats`` carries the sums of a partly done epoch when resuming it; the returned stats are
+    cumulative and ``interrupted`` says whether the epoch was cut short.
+    """
     ctx.model.train()
-    loss_sum = correct = seen = skipped = steps = 0
-    bar = tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    stats = stats or EpochStats()
+    bar = tqdm(batches, total=total, initial=stats.steps, desc=desc, leave=False, disable=None)
     for images, labels in bar:
-        inputs = transform(images, gen)
-        result = _train_step(ctx, inputs, labels, first_step + steps)
-        steps += 1
+        result = _train_step(ctx, transform(images, gen), labels, first_step + stats.steps)
+        stats.steps += 1
         if result is None:
-            skipped += 1
-            continue
-        loss, logits = result
-        loss_sum += loss.item() * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-    if seen == 0:
-        return EpochStats(math.nan, math.nan, steps, skipped)
-    return EpochStats(loss_sum / seen, correct / seen, steps, skipped)
+            stats.skipped += 1
+        else:
+            loss, logits = result
+            stats.loss_sum += loss.item() * len(labels)
+            stats.correct += int((logits.argmax(1) == labels).sum())
+            stats.seen += len(labels)
+            bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
+        if should_stop():
+            stats.interrupted = stats.steps < total
+            break
+    bar.close()
+    return stats
 
 
 @torch.inference_mode()
@@ -123,10 +144,9 @@ def evaluate_loss_accuracy(
     total: int | None = None,
 ) -> EpochStats:
     """Mean cross-entropy (no label smoothing) and top-1 accuracy over all samples."""
-    loss_sum = 0.0
-    correct = seen = 0
+    stats = EpochStats()
     for logits, labels in predict(model, batches, transform, autocast, total, "val"):
-        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-    return EpochStats(loss_sum / seen, correct / seen)
+        stats.loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        stats.correct += int((logits.argmax(1) == labels).sum())
+        stats.seen += len(labels)
+    return stats

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,14 @@ from tqdm import tqdm
 from data import DataBundle, create_data
 from models import create_model
 from training.early_stopping import EarlyStopping
-from training.loop import StepContext, evaluate_loss_accuracy, train_one_epoch
+from training.interrupt import StopOnSignal, TrainingInterruptedError
+from training.loop import (
+    EpochStats,
+    NonFiniteLossError,
+    StepContext,
+    evaluate_loss_accuracy,
+    train_one_epoch,
+)
 from training.schedule import LrSchedule
 from utils.checkpoint import FORMAT_VERSION, save_checkpoint
 from utils.config import Config, ModelConfig, OptimConfig, config_to_dict, save_config
@@ -40,6 +49,7 @@ class RunState:
     best_val_acc: float = 0.0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
 
 
 def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
@@ -116,9 +126,15 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
 
 
-def fit(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> RunState:
+def fit(
+    cfg: Config,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None = None,
+    stop_after_epochs: int | None = None,
+) -> RunState:
     """Train per ``cfg``, writing checkpoints and metrics to ``run_dir``; resume from
-    ``checkpoint`` when given. Returns the final run state."""
+    ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
+    Returns the run state."""
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
     channels_last = cfg.train.channels_last
@@ -148,56 +164,98 @@ def fit(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) ->
         f"run {run_dir} | {hardware} | precision {precision} | "
         f"{len(data.train.labels)} train / {len(data.val.labels)} val images"
     )
-    while state.epoch < cfg.train.epochs and not state.stopped_early:
-        row = run_epoch(cfg, data, ctx, state)
-        state.stopped_early = stopper.update(row["val_loss"])
-        improved = row["val_loss"] < state.best_val_loss
-        if improved:
-            state.best_epoch = row["epoch"]
-            state.best_val_loss, state.best_val_acc = row["val_loss"], row["val_acc"]
+
+    def save(improved: bool = False) -> None:
         payload = make_checkpoint(cfg, data, model, optimizer, stopper, state)
         save_checkpoint(payload, run_dir / "last.pt")
         if improved:
             save_checkpoint(payload, run_dir / "best.pt")
-        write_history(state.history, run_dir)
-        tqdm.write(format_epoch(row, cfg.train.epochs, improved))
+
+    first_epoch = state.epoch
+    with StopOnSignal() as stop:
+        while state.epoch < cfg.train.epochs and not state.stopped_early:
+            if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
+                return state
+            row = run_epoch(cfg, data, ctx, state, stop.requested)
+            if row is None:  # stopped by a signal in the middle of the epoch
+                save()
+                raise interrupted(stop.signum or signal.SIGINT, state, run_dir)
+            state.stopped_early = stopper.update(row["val_loss"])
+            improved = row["val_loss"] < state.best_val_loss
+            if improved:
+                state.best_epoch = row["epoch"]
+                state.best_val_loss, state.best_val_acc = row["val_loss"], row["val_acc"]
+            save(improved)
+            write_history(state.history, run_dir)
+            tqdm.write(format_epoch(row, cfg.train.epochs, improved))
+            if stop.requested() and state.epoch < cfg.train.epochs and not state.stopped_early:
+                raise interrupted(stop.signum or signal.SIGINT, state, run_dir)
     write_summary(state, run_dir, hardware, precision)
     return state
 
 
-def run_epoch(cfg: Config, data: DataBundle, ctx: StepContext, state: RunState) -> dict[str, Any]:
-    """Train one epoch, validate, and append the epoch's metrics to ``state.history``."""
+def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterruptedError:
+    where = (
+        f"epoch {state.epoch + 1}, batch {state.partial_epoch['steps']}"
+        if (state.partial_epoch)
+        else f"the end of epoch {state.epoch}"
+    )
+    return TrainingInterruptedError(
+        f"{signal.Signals(signum).name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
+        f"Resume with: python train.py --resume {run_dir}",
+        signum,
+    )
+
+
+def run_epoch(
+    cfg: Config,
+    data: DataBundle,
+    ctx: StepContext,
+    state: RunState,
+    should_stop: Callable[[], bool],
+) -> dict[str, Any] | None:
+    """Train one epoch (or the rest of a partial one), validate, and append the epoch's
+    metrics to ``state.history``. Returns None, with ``state.partial_epoch`` set, when
+    ``should_stop()`` cut the epoch short."""
     epoch = state.epoch
     start = time.perf_counter()
     gen = epoch_generator(cfg.train.seed, epoch)
+    stats = EpochStats()
+    if state.partial_epoch is not None:  # continue where a stopped run left this epoch
+        partial = dict(state.partial_epoch)
+        gen.set_state(partial.pop("generator"))
+        stats = EpochStats(**partial)
     desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
-    train = train_one_epoch(
-        ctx,
-        data.train.batches(epoch),
-        data.train_transform,
-        gen,
-        state.step,
-        len(data.train),
-        desc,
-    )
+    batches = data.train.batches(epoch, start_batch=stats.steps)
+    try:
+        stats = train_one_epoch(
+            ctx, batches, data.train_transform, gen, state.step, len(data.train), desc, stats,
+            should_stop,
+        )  # fmt: skip
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
+    if stats.interrupted:
+        state.partial_epoch = {**vars(stats), "interrupted": False, "generator": gen.get_state()}
+        return None
+    state.partial_epoch = None
     train_seconds = time.perf_counter() - start
     val = evaluate_loss_accuracy(
         ctx.model, data.val.batches(), data.eval_transform, ctx.autocast, len(data.val)
     )
     elapsed = time.perf_counter() - start
-    state.step += train.steps
+    state.step += stats.steps
     state.epoch += 1
     state.train_seconds += elapsed
     row = {
         "epoch": state.epoch,
-        "train_loss": train.loss,
-        "train_acc": train.accuracy,
+        "train_loss": stats.loss,
+        "train_acc": stats.accuracy,
         "val_loss": val.loss,
         "val_acc": val.accuracy,
         "lr": ctx.optimizer.param_groups[0]["lr"],
         "epoch_time_s": round(elapsed, 2),
-        "images_per_s": round(len(data.train.labels) / train_seconds, 1),
-        "skipped_steps": train.skipped,
+        "images_per_s": round(stats.seen / train_seconds, 1),
+        "skipped_steps": stats.skipped,
     }
     state.history.append(row)
     return row

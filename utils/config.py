@@ -40,6 +40,7 @@ class DataConfig:
     hflip: bool = False
     crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
     download: bool = True
+    skip_bad_images: bool = False  # false: an unreadable image stops the run, naming the file
     cache_dir: str = ".cache/datasets"
     synthetic_samples: int = _range(1200, 20)
     synthetic_classes: int = _range(10, 2, 1000)
