@@ -86,7 +86,10 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
 
 def carve_validation(cfg: DataConfig, full: ImageSet) -> tuple[ImageSet, ImageSet, Tensor]:
     """Split ``full`` into train and validation with ``cfg.split_seed``."""
-    train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
+    try:
+        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
+    except ValueError as err:
+        raise DataError(f"data.val_fraction: {err}; change it or add images") from None
     train = ImageSet(full.images[train_idx], full.labels[train_idx], full.class_names)
     val = ImageSet(full.images[val_idx], full.labels[val_idx], full.class_names)
     return train, val, val_idx
@@ -120,6 +123,8 @@ def create_data(
         train, val, val_idx = carve_validation(cfg, full)
     else:
         train = full
+    if len(train) < 2:
+        raise DataError(f"{cfg.root}: BatchNorm needs at least 2 training images, got {len(train)}")
     if val.class_names != train.class_names:
         raise DataError(f"val/ classes {val.class_names} differ from train/ {train.class_names}")
     mean, std = channel_stats(train.images)

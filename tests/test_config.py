@@ -73,6 +73,12 @@ def test_overrides_are_checked_like_the_file(override: str, message: str) -> Non
 def test_valid_override_changes_value() -> None:
     cfg = load_config("optimized.yaml", ["optim.lr=0.01", "data.image_size=64"])
     assert cfg.optim.lr == 0.01 and cfg.data.image_size == 64
+    # YAML 1.1 reads 1e-4 as a string; number fields accept it all the same
+    assert load_config("optimized.yaml", ["optim.weight_decay=5e-4"]).optim.weight_decay == 5e-4
+    with pytest.raises(ConfigError, match="expected a number, got 'nan'"):
+        load_config("optimized.yaml", ["optim.lr=nan"])
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        load_config("optimized.yaml", ["optim.lr=.inf"])
 
 
 def test_missing_config_lists_available() -> None:

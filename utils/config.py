@@ -7,6 +7,8 @@ check, and a mistake is reported as one line naming the file, the key and what w
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ import yaml
 
 from utils.errors import ConfigError
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -35,7 +38,7 @@ class DataConfig:
     image_size: int | None = _range(None, 8, 1024)  # None: the data set's native size
     val_fraction: float = _range(0.1, 0.0, 1.0, low_open=True, high_open=True)
     split_seed: int = 0
-    batch_size: int = _range(128, 1)
+    batch_size: int = _range(128, 2)  # BatchNorm cannot train on one sample
     eval_batch_size: int = _range(512, 1)
     hflip: bool = False
     crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
@@ -124,9 +127,13 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         if kind is str and isinstance(value, str):
             return value
+        if kind is float and isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
 
 
@@ -157,7 +164,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for name, value in raw.items():
-        key = f"{prefix}{name}"
+        # keys read from YAML can be anything: quote the odd ones so a message stays one line
+        key = prefix + (name if isinstance(name, str) and name.isidentifier() else repr(name))
         if name not in fields:
             raise ConfigError(f"{source}: {key}: unknown key; expected one of {sorted(fields)}")
         if dataclasses.is_dataclass(hints[name]):

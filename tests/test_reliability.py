@@ -1,0 +1,221 @@
+"""Faults and hostile input: interrupted saves, kills, signals, NaNs, crafted files."""
+
+import errno
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import data.loader
+import utils.checkpoint
+from data.datasets import folder_image_set
+from tests.conftest import REPO, run_script, tiny_config
+from training.interrupt import TrainingInterruptedError
+from training.loop import NonFiniteLossError
+from training.trainer import fit
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import CheckpointError, DataError
+
+EXACT = ("early_stopping.patience=10",)
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    drop = ("epoch_time_s", "images_per_s")
+    return [{k: v for k, v in row.items() if k not in drop} for row in history]
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(
+            value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"]
+        )
+    assert a["early_stopping"] == b["early_stopping"]
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
+    assert without_timings(a["run_state"]["history"]) == without_timings(b["run_state"]["history"])
+
+
+def test_failed_save_keeps_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"weights": torch.ones(3)}, path)
+
+    def full_disk(obj: object, f: object) -> None:
+        f.write(b"partial bytes")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint({"weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
+
+
+def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path: Path) -> None:
+    cfg = tiny_config("optimized", tmp_path, "train.epochs=4", *EXACT)  # cosine over 4 epochs
+    fit(cfg, tmp_path / "straight")
+    fit(cfg, tmp_path / "split", stop_after_epochs=2)
+    assert not (tmp_path / "split" / "summary.json").exists()
+    fit(cfg, tmp_path / "split", load_checkpoint(tmp_path / "split" / "last.pt"))
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    split = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert split["epoch"] == 4
+    assert_same_training_state(straight, split)
+
+
+def test_signal_mid_epoch_saves_and_resumes_same_sample_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("optimized", tmp_path, "train.epochs=2", *EXACT)
+    served: dict[str, list[torch.Tensor]] = {}
+    original = data.loader.InMemoryLoader.batches
+
+    def recording(key: str, stop_at: int | None):
+        def batches(self, epoch: int = 0, start_batch: int = 0):
+            for i, (images, labels) in enumerate(original(self, epoch, start_batch)):
+                if self.shuffle and epoch == 1:
+                    served.setdefault(key, []).append(labels.clone())
+                    if stop_at is not None and start_batch + i == stop_at:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        os.kill(os.getpid(), signal.SIGTERM)  # a second signal changes nothing
+                yield images, labels
+
+        return batches
+
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", recording("straight", None))
+    fit(cfg, tmp_path / "straight")
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", recording("stopped", 3))
+    with pytest.raises(TrainingInterruptedError, match=r"epoch 2, batch 4.*--resume") as err:
+        fit(cfg, tmp_path / "split")
+    assert err.value.exit_code == 128 + signal.SIGTERM
+    saved = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert saved["epoch"] == 1 and saved["run_state"]["partial_epoch"]["steps"] == 4
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", recording("stopped", None))
+    fit(cfg, tmp_path / "split", saved)
+    assert torch.equal(torch.cat(served["straight"]), torch.cat(served["stopped"]))
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert_same_training_state(straight, load_checkpoint(tmp_path / "split" / "last.pt"))
+
+
+@pytest.mark.slow
+def test_sigint_from_outside_exits_nonzero_with_resume_hint(tmp_path: Path) -> None:
+    args = ["--config", "smoke.yaml", "--set", "train.epochs=50", "--run-name", "r"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(tmp_path / "checkpoints/r/last.pt", proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Resume with: python train.py --resume checkpoints/r" in stderr
+    assert "Traceback" not in stderr
+    load_checkpoint(tmp_path / "checkpoints/r/last.pt")
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes(tmp_path: Path) -> None:
+    args = [
+        "--config",
+        "smoke.yaml",
+        "--set",
+        "train.epochs=5",
+        "--set",
+        "early_stopping.enabled=false",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, "--run-name", "k"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(tmp_path / "checkpoints/k/last.pt", proc)
+    time.sleep(random.uniform(0, 2))  # anywhere in a later epoch, or in a save
+    proc.kill()
+    proc.wait()
+    run_script("train.py", "--resume", "checkpoints/k", cwd=tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints/k/last.pt")["epoch"] == 5
+    assert (tmp_path / "checkpoints/k/summary.json").is_file()
+
+
+def test_nonfinite_loss_stops_naming_epoch_and_step(tmp_path: Path) -> None:
+    cfg = tiny_config("optimized", tmp_path, "optim.lr=1e30", "schedule.warmup_epochs=0")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is (nan|inf) at global step \d+"):
+        fit(cfg, tmp_path / "run")
+
+
+def test_nonfinite_weights_never_reach_best_pt(tmp_path: Path) -> None:
+    fit(tiny_config("optimized", tmp_path, "train.epochs=1"), tmp_path / "run")
+    best_before = (tmp_path / "run" / "best.pt").read_bytes()
+    blow_up = ("optim.lr=1e30", "train.nonfinite_loss=skip", "train.epochs=3")
+    state = fit(
+        tiny_config("optimized", tmp_path, *blow_up, *EXACT),
+        tmp_path / "run",
+        load_checkpoint(tmp_path / "run" / "last.pt"),
+    )
+    assert any(row["skipped_steps"] > 0 for row in state.history[1:])
+    assert (tmp_path / "run" / "best.pt").read_bytes() == best_before
+    assert state.best_epoch == 1
+
+
+class CreatesFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": CreatesFile(marker)}, evil)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", ["truncated.jpg", "notes.jpg", "huge.png"])
+def test_bad_image_named_or_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    folder = tmp_path / "train"
+    (folder / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(folder / "a" / f"{i}.png")
+    if bad == "truncated.jpg":
+        Image.new("RGB", (64, 64), (200, 0, 0)).save(folder / "a" / "whole.jpg")
+        whole = (folder / "a" / "whole.jpg").read_bytes()
+        (folder / "a" / "whole.jpg").unlink()
+        (folder / "a" / bad).write_bytes(whole[: len(whole) // 2])
+    elif bad == "notes.jpg":
+        (folder / "a" / bad).write_text("this is not an image")
+    else:  # over twice PIL's pixel limit is refused as a decompression bomb
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+        Image.new("RGB", (8, 8)).save(folder / "a" / "small.png")  # 64 px: fine
+        Image.new("RGB", (30, 30)).save(folder / "a" / bad)
+    with pytest.raises(DataError, match=rf"cannot decode image .*{bad}"):
+        folder_image_set(folder, None, None)
+    with pytest.warns(UserWarning, match=bad):
+        kept = folder_image_set(folder, None, None, skip_bad=True)
+    assert len(kept) == len(list((folder / "a").iterdir())) - 1
