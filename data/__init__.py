@@ -18,21 +18,30 @@ from data.datasets import (
     ImageSet,
     cifar_image_set,
     folder_image_set,
+    list_image_folder,
     synthetic_image_set,
 )
-from data.loader import InMemoryLoader
+from data.loader import InMemoryLoader, StreamingLoader
 from data.split import split_indices
+from data.streaming import (
+    FileSet,
+    decoded_bytes,
+    first_image_size,
+    folder_file_set,
+    sampled_channel_stats,
+)
 from utils.config import DataConfig
 from utils.errors import DataError
 
 DATA_ROOT_ENV = "RESNET18_DATA_ROOT"
+Loader = InMemoryLoader | StreamingLoader
 SYNTHETIC_TEST_SEED = 1
 
 
 @dataclass
 class DataBundle:
-    train: InMemoryLoader
-    val: InMemoryLoader
+    train: InMemoryLoader | StreamingLoader
+    val: InMemoryLoader | StreamingLoader
     train_transform: BatchTransform
     eval_transform: BatchTransform
     class_names: list[str]
@@ -111,10 +120,33 @@ def make_transforms(
     return train, evaluation
 
 
+def folder_root(cfg: DataConfig) -> Path | None:
+    """The root of an ImageFolder data set, or None for CIFAR files and synthetic data."""
+    root = Path(cfg.root).expanduser()
+    if cfg.dataset == "synthetic":
+        return None
+    return root if cfg.dataset == "imagefolder" or is_image_folder(root) else None
+
+
+def use_streaming(cfg: DataConfig) -> bool:
+    """``data.loader``: memory, stream, or auto (stream when decoding would exceed the limit)."""
+    root = folder_root(cfg)
+    if cfg.loader == "memory" or root is None:
+        if cfg.loader == "stream":
+            raise DataError("data.loader=stream needs an ImageFolder data set (root/train/...)")
+        return False
+    if cfg.loader == "stream":
+        return True
+    files, _, _ = list_image_folder(root / "train")
+    return decoded_bytes(files, cfg.image_size) > cfg.memory_limit_gb * 2**30
+
+
 def create_data(
     cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
 ) -> DataBundle:
     """Load, split and wrap the data set described by ``cfg`` for training on ``device``."""
+    if use_streaming(cfg):
+        return create_streaming_data(cfg, seed, device, channels_last)
     full = load_image_set(cfg, "train")
     assert full is not None
     val = load_image_set(cfg, "val")
@@ -123,10 +155,7 @@ def create_data(
         train, val, val_idx = carve_validation(cfg, full)
     else:
         train = full
-    if len(train) < 2:
-        raise DataError(f"{cfg.root}: BatchNorm needs at least 2 training images, got {len(train)}")
-    if val.class_names != train.class_names:
-        raise DataError(f"val/ classes {val.class_names} differ from train/ {train.class_names}")
+    check_sets(cfg, train.class_names, val.class_names, len(train))
     mean, std = channel_stats(train.images)
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
     return DataBundle(
@@ -141,16 +170,122 @@ def create_data(
     )
 
 
+def check_sets(cfg: DataConfig, train_classes: list[str], val_classes: list[str], n: int) -> None:
+    if n < 2:
+        raise DataError(f"{cfg.root}: BatchNorm needs at least 2 training images, got {n}")
+    if val_classes != train_classes:
+        raise DataError(f"val/ classes {val_classes} differ from train/ {train_classes}")
+
+
+def streaming_side(cfg: DataConfig, files: list[Path]) -> int:
+    """The square side streamed images are resized to: ``image_size``, else the first image's."""
+    return cfg.image_size or max(first_image_size(files))
+
+
+def create_streaming_data(
+    cfg: DataConfig, seed: int, device: torch.device, channels_last: bool
+) -> DataBundle:
+    """Like ``create_data``, but images are decoded per batch by DataLoader workers."""
+    root = folder_root(cfg)
+    assert root is not None
+    full = folder_file_set(root / "train")
+    val_idx = None
+    if (root / "val").is_dir():
+        train, val = full, folder_file_set(root / "val")
+    else:
+        try:
+            train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
+        except ValueError as err:
+            raise DataError(f"data.val_fraction: {err}; change it or add images") from None
+        train, val = full.subset(train_idx), full.subset(val_idx)
+    check_sets(cfg, train.class_names, val.class_names, len(train))
+    side = streaming_side(cfg, full.files)
+    mean, std = channel_stats(sampled_channel_stats(train, side)[0])
+    train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
+    common = {
+        "size": side,
+        "device": device,
+        "num_workers": cfg.num_workers,
+        "skip_bad": cfg.skip_bad_images,
+    }
+    return DataBundle(
+        train=StreamingLoader(
+            train.files, train.labels, batch_size=cfg.batch_size, shuffle=True, seed=seed, **common
+        ),
+        val=StreamingLoader(
+            val.files, val.labels, batch_size=cfg.eval_batch_size, shuffle=False, **common
+        ),
+        train_transform=train_tf,
+        eval_transform=eval_tf,
+        class_names=train.class_names,
+        mean=mean,
+        std=std,
+        val_indices=val_idx,
+    )
+
+
+def create_eval_loader(
+    cfg: DataConfig,
+    split: str,
+    val_indices: Tensor | None,
+    device: torch.device,
+    image_folder: Path | None = None,
+) -> tuple[Loader, list[str]]:
+    """A loader over ``split`` as training saw it ("val" uses the recorded indices), or over
+    ``image_folder``; streamed when training streamed or the folder is too large."""
+    batch = cfg.eval_batch_size
+    if image_folder is not None:
+        files = folder_file_set(image_folder)
+        too_big = decoded_bytes(files.files, cfg.image_size) > cfg.memory_limit_gb * 2**30
+        if cfg.loader == "stream" or (cfg.loader == "auto" and too_big):
+            return streaming_eval_loader(cfg, files, device), files.class_names
+        images = folder_image_set(image_folder, cfg.image_size, None, cfg.skip_bad_images)
+    elif use_streaming(cfg):
+        root = folder_root(cfg)
+        assert root is not None
+        if split == "val" and val_indices is not None:
+            full = folder_file_set(root / "train")
+            check_val_indices(val_indices, len(full), cfg.root)
+            files = full.subset(val_indices)
+        elif (root / split).is_dir():
+            files = folder_file_set(root / split)
+        else:
+            raise DataError(f"the data set at {cfg.root} has no {split!r} split")
+        return streaming_eval_loader(cfg, files, device), files.class_names
+    else:
+        images = load_eval_split(cfg, split, val_indices)
+    loader = InMemoryLoader(images.images, images.labels, batch, False, device=device)
+    return loader, images.class_names
+
+
+def streaming_eval_loader(cfg: DataConfig, files: FileSet, device: torch.device) -> Loader:
+    side = streaming_side(cfg, files.files)
+    return StreamingLoader(
+        files.files,
+        files.labels,
+        side,
+        cfg.eval_batch_size,
+        shuffle=False,
+        device=device,
+        num_workers=cfg.num_workers,
+        skip_bad=cfg.skip_bad_images,
+    )
+
+
+def check_val_indices(val_indices: Tensor, available: int, root: str) -> None:
+    if int(val_indices.max()) >= available:
+        raise DataError(
+            f"the checkpoint's validation split indexes {int(val_indices.max()) + 1}+ "
+            f"images but {root} has {available}; is this the same data set?"
+        )
+
+
 def load_eval_split(cfg: DataConfig, split: str, val_indices: Tensor | None) -> ImageSet:
     """The images of ``split`` as training saw them: "val" uses the recorded indices."""
     if split == "val" and val_indices is not None:
         full = load_image_set(cfg, "train")
         assert full is not None
-        if int(val_indices.max()) >= len(full):
-            raise DataError(
-                f"the checkpoint's validation split indexes {int(val_indices.max()) + 1}+ "
-                f"images but {cfg.root} has {len(full)}; is this the same data set?"
-            )
+        check_val_indices(val_indices, len(full), cfg.root)
         return ImageSet(full.images[val_indices], full.labels[val_indices], full.class_names)
     image_set = load_image_set(cfg, split)
     if image_set is None:

@@ -99,7 +99,7 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, class_names
 
 
-def _decode(path: Path) -> Tensor:
+def decode_image_file(path: Path) -> Tensor:
     """(3, H, W) uint8; a file PIL cannot read, or one over its pixel limit, is a DataError."""
     try:
         with Image.open(path) as pil:
@@ -109,7 +109,7 @@ def _decode(path: Path) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _resize_square(image: Tensor, size: int) -> Tensor:
+def resize_square(image: Tensor, size: int) -> Tensor:
     """Resize the short side to ``size`` and centre-crop to ``size`` x ``size``."""
     if image.shape[1:] == (size, size):
         return image
@@ -129,7 +129,7 @@ def _decode_all(files: list[Path], skip_bad: bool) -> list[Tensor | None]:
 
     def decode(path: Path) -> Tensor | None:
         try:
-            return _decode(path)
+            return decode_image_file(path)
         except DataError as err:
             if not skip_bad:
                 raise
@@ -166,7 +166,7 @@ def folder_image_set(
                 f"images in {folder} have different sizes; "
                 "set data.image_size to resize them to one square size"
             )
-        images = [_resize_square(img, size) for img in images]
+        images = [resize_square(img, size) for img in images]
     image_set = ImageSet(
         torch.stack(images), torch.tensor([label for _, label in kept]), class_names
     )

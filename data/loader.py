@@ -1,32 +1,35 @@
-"""Mini-batches drawn from a data set held in memory as one uint8 tensor."""
+"""Mini-batch loaders: one over a uint8 tensor in memory, one streaming files through workers.
+
+Both serve epoch ``e`` in an order that is a pure function of ``(seed, e)``, so a resumed run
+sees exactly the batches an uninterrupted one would, and ``start_batch`` skips those already
+done. Both yield uint8 (N, 3, H, W) images and labels on the training device; augmentation and
+normalisation happen there, on whole batches (``data/augment.py``).
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from data.datasets import decode_image_file, resize_square
+from utils.errors import DataError
+
+Batch = tuple[Tensor, Tensor]
 
 
-class InMemoryLoader:
-    """Iterate (images, labels) batches of an in-memory set, shuffled per epoch when asked.
+class EpochOrder:
+    """Per-epoch sample order and batch count shared by the loaders.
 
-    The order of epoch ``e`` is a pure function of ``(seed, e)``, so a resumed run sees exactly
-    the batches an uninterrupted one would, and ``start_batch`` can skip those already done.
-    A trailing batch of one sample is dropped when shuffling, since BatchNorm cannot train on it.
+    A trailing batch of one sample is dropped when shuffling: BatchNorm cannot train on it.
     """
 
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.images = images.to(device)  # (N, 3, H, W) uint8
-        self.labels = labels.to(device)  # (N,)
+    def __init__(self, labels: Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -42,8 +45,116 @@ class InMemoryLoader:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.labels), generator=gen)
 
-    def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self.order(epoch).to(self.labels.device)
-        for b in range(start_batch, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+    def index_batches(self, epoch: int, start_batch: int) -> list[Tensor]:
+        order = self.order(epoch)
+        size = self.batch_size
+        return [order[b * size : (b + 1) * size] for b in range(start_batch, len(self))]
+
+
+class InMemoryLoader(EpochOrder):
+    """Batches of a data set held in memory (on the training device) as one uint8 tensor."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(labels.to(device), batch_size, shuffle, seed)
+        self.images = images.to(device)  # (N, 3, H, W) uint8
+
+    def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
+        for idx in self.index_batches(epoch, start_batch):
+            idx = idx.to(self.labels.device)
             yield self.images[idx], self.labels[idx]
+
+    def images_at(self, indices: Tensor) -> Tensor:
+        return self.images[indices.to(self.images.device)].cpu()
+
+
+class _FileDataset(Dataset):
+    """Decodes one file per item; a bad file becomes None so the main process decides."""
+
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files = files
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor | None]:
+        try:
+            return index, resize_square(decode_image_file(self.files[index]), self.size)
+        except DataError:
+            return index, None
+
+
+def _collate(items: list[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor | None, list[int]]:
+    good = [(i, image) for i, image in items if image is not None]
+    bad = [i for i, image in items if image is None]
+    images = torch.stack([image for _, image in good]) if good else None
+    return torch.tensor([i for i, _ in good], dtype=torch.long), images, bad
+
+
+class StreamingLoader(EpochOrder):
+    """Batches decoded from files by DataLoader workers, for sets too large for memory.
+
+    Images are resized to ``size`` x ``size`` (short side, then centre crop) in the workers.
+    A file that cannot be decoded stops the run naming it, or is skipped with a warning when
+    ``skip_bad`` is set; either way the worker itself never raises.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        labels: Tensor,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        num_workers: int = 2,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__(labels, batch_size, shuffle, seed)
+        self.files = files
+        self.dataset = _FileDataset(files, size)
+        self.device = torch.device(device)
+        self.num_workers = num_workers
+        self.skip_bad = skip_bad
+
+    def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[idx.tolist() for idx in self.index_batches(epoch, start_batch)],
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        for indices, images, bad in loader:
+            self._handle_bad(bad)
+            if images is None:
+                continue
+            labels = self.labels[indices]
+            yield images.to(self.device, non_blocking=True), labels.to(self.device)
+
+    def _handle_bad(self, bad: list[int]) -> None:
+        if not bad:
+            return
+        if not self.skip_bad:
+            raise DataError(
+                f"cannot decode image {self.files[bad[0]]}; fix or remove it, or set "
+                "data.skip_bad_images=true"
+            )
+        names = ", ".join(str(self.files[i]) for i in bad)
+        print(f"warning: skipped {len(bad)} unreadable images: {names}", file=sys.stderr)
+
+    def images_at(self, indices: Tensor) -> Tensor:
+        return (
+            torch.stack([self.dataset[int(i)][1] for i in indices])
+            if len(indices)
+            else (torch.empty(0, 3, self.dataset.size, self.dataset.size, dtype=torch.uint8))
+        )

@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
-from data import load_eval_split
+from data import Loader, create_eval_loader
 from data.augment import BatchTransform
-from data.datasets import ImageSet, folder_image_set
-from data.loader import InMemoryLoader
 from evaluation.metrics import classification_metrics
 from evaluation.plots import (
     plot_confusion_matrix,
@@ -41,44 +39,13 @@ def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: 
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def eval_images(
-    checkpoint: dict[str, Any], cfg: Config, split: str, image_folder: Path | None
-) -> ImageSet:
-    """The images to score, checked against the checkpoint's classes."""
-    if image_folder is not None:
-        images = folder_image_set(image_folder, cfg.data.image_size, None, cfg.data.skip_bad_images)
-    else:
-        images = load_eval_split(cfg.data, split, checkpoint.get("val_indices"))
-    expected = checkpoint["class_names"]
-    if len(images.class_names) != len(expected):
-        raise DataError(
-            f"the checkpoint has {len(expected)} classes but the data set has "
-            f"{len(images.class_names)}; evaluate on data with the classes {expected}"
-        )
-    return images
-
-
 def run_predictions(
-    model: ResNet,
-    images: ImageSet,
-    transform: BatchTransform,
-    cfg: Config,
-    device: torch.device,
+    model: ResNet, loader: Loader, transform: BatchTransform, cfg: Config, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,), on the CPU."""
-    loader = InMemoryLoader(
-        images.images, images.labels, cfg.data.eval_batch_size, False, device=device
-    )
     precision = resolve_precision(cfg.train.precision, device)
-    outputs = list(
-        predict(
-            model,
-            loader.batches(),
-            transform,
-            autocast_factory(precision, device),
-            len(loader),
-        )
-    )
+    autocast = autocast_factory(precision, device)
+    outputs = list(predict(model, loader.batches(), transform, autocast, len(loader)))
     logits = torch.cat([logit for logit, _ in outputs]).cpu()
     labels = torch.cat([label for _, label in outputs]).cpu()
     return logits, labels
@@ -86,33 +53,32 @@ def run_predictions(
 
 def write_plots(
     report: dict[str, Any],
-    images: ImageSet,
+    loader: Loader,
     logits: torch.Tensor,
+    labels: torch.Tensor,
     class_names: list[str],
     run_dir: Path,
     out_dir: Path,
 ) -> list[Path]:
     """All evaluation plots; training curves too when the run's metrics are beside it."""
+    cm, per_class = report["confusion_matrix"], report["per_class"]
     paths = [
-        plot_confusion_matrix(
-            report["confusion_matrix"], class_names, out_dir / "confusion_matrix.png"
-        ),
-        plot_per_class_accuracy(report["per_class"], out_dir / "per_class_accuracy.png"),
+        plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png"),
+        plot_per_class_accuracy(per_class, out_dir / "per_class_accuracy.png"),
     ]
-    probs = logits.softmax(1)
-    confidence, predicted = probs.max(1)
-    wrong = (predicted != images.labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)][:MISCLASSIFIED_SHOWN]
-    paths.append(
-        plot_misclassified(
-            images.images[worst],
-            images.labels[worst].tolist(),
+    if len(labels) == len(loader.labels):  # positions are data set indices (nothing skipped)
+        confidence, predicted = logits.softmax(1).max(1)
+        wrong = (predicted != labels).nonzero().flatten()
+        worst = wrong[confidence[wrong].argsort(descending=True)][:MISCLASSIFIED_SHOWN]
+        grid = plot_misclassified(
+            loader.images_at(worst),
+            labels[worst].tolist(),
             predicted[worst].tolist(),
             confidence[worst].tolist(),
             class_names,
             out_dir / "misclassified.png",
         )
-    )
+        paths.append(grid)
     history = read_history(run_dir)
     if history:
         paths.append(plot_training_curves(history, out_dir / "training_curves.png"))
@@ -133,7 +99,15 @@ def evaluate_checkpoint(
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     device = resolve_device(device_name)
-    images = eval_images(checkpoint, cfg, split, image_folder)
+    loader, data_classes = create_eval_loader(
+        cfg.data, split, checkpoint.get("val_indices"), device, image_folder
+    )
+    expected = checkpoint["class_names"]
+    if len(data_classes) != len(expected):
+        raise DataError(
+            f"the checkpoint has {len(expected)} classes but the data set has "
+            f"{len(data_classes)}; evaluate on data with the classes {expected}"
+        )
     norm = checkpoint["normalization"]
     # The same layout and precision as validation during training, so the numbers match.
     channels_last = cfg.train.channels_last
@@ -141,7 +115,7 @@ def evaluate_checkpoint(
         norm["mean"], norm["std"], output_size=cfg.data.image_size, channels_last=channels_last
     )
     model = load_model(checkpoint, device, channels_last)
-    logits, labels = run_predictions(model, images, transform, cfg, device)
+    logits, labels = run_predictions(model, loader, transform, cfg, device)
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),
@@ -156,7 +130,8 @@ def evaluate_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     report["plots"] = [
-        str(p) for p in write_plots(report, images, logits, class_names, ckpt_path.parent, out_dir)
+        str(p)
+        for p in write_plots(report, loader, logits, labels, class_names, ckpt_path.parent, out_dir)
     ]
     report["output_dir"] = str(out_dir)
     return report

@@ -43,6 +43,9 @@ class DataConfig:
     hflip: bool = False
     crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
     download: bool = True
+    loader: str = _choice("auto", "memory", "stream")  # auto: stream above memory_limit_gb
+    memory_limit_gb: float = _range(4.0, 0.0)  # decoded size above which auto streams
+    num_workers: int = _range(2, 0, 64)  # DataLoader workers of the streaming path
     skip_bad_images: bool = False  # false: an unreadable image stops the run, naming the file
     cache_dir: str = ".cache/datasets"
     synthetic_samples: int = _range(1200, 20)

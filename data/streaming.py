@@ -1,0 +1,57 @@
+"""Image folders too large to hold decoded in memory: file lists, size estimates, sampled stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from data.datasets import decode_image_file, list_image_folder, resize_square
+from utils.errors import DataError
+
+
+@dataclass
+class FileSet:
+    files: list[Path]
+    labels: Tensor  # (N,) int64
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, indices: Tensor) -> FileSet:
+        return FileSet(
+            [self.files[i] for i in indices.tolist()], self.labels[indices], self.class_names
+        )
+
+
+def folder_file_set(folder: Path) -> FileSet:
+    files, labels, class_names = list_image_folder(folder)
+    return FileSet(files, torch.tensor(labels), class_names)
+
+
+def first_image_size(files: list[Path]) -> tuple[int, int]:
+    """(width, height) of the first image, read from its header only."""
+    try:
+        with Image.open(files[0]) as image:
+            return image.size
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read image {files[0]}: {err}") from None
+
+
+def decoded_bytes(files: list[Path], image_size: int | None) -> int:
+    """Memory the decoded uint8 set would take, judged from the first image."""
+    width, height = (image_size, image_size) if image_size else first_image_size(files)
+    return len(files) * 3 * width * height
+
+
+def sampled_channel_stats(
+    file_set: FileSet, size: int, count: int = 2000, seed: int = 0
+) -> tuple[Tensor, int]:
+    """Decode a seeded random sample of up to ``count`` images, for normalisation statistics."""
+    order = torch.randperm(len(file_set), generator=torch.Generator().manual_seed(seed))
+    images = [resize_square(decode_image_file(file_set.files[i]), size) for i in order[:count]]
+    return torch.stack(images), len(images)

@@ -1,0 +1,91 @@
+"""The streaming (DataLoader workers) path serves what the in-memory path serves."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from data import create_data, use_streaming
+from data.datasets import folder_image_set
+from data.loader import InMemoryLoader, StreamingLoader
+from data.streaming import folder_file_set
+from tests.conftest import run_script
+from utils.config import load_config
+from utils.errors import DataError
+
+
+def make_folder(root: Path, per_class: int = 12, side: int = 16) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    for c in range(3):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (side, side, 3), generator=gen, dtype=torch.uint8)
+            pixels[..., c] = 255  # each class has one saturated channel: learnable
+            Image.fromarray(pixels.numpy()).save(root / "train" / f"c{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streaming_batches_equal_in_memory_batches(tmp_path: Path, workers: int) -> None:
+    folder = make_folder(tmp_path) / "train"
+    memory_set = folder_image_set(folder, None, None)
+    files = folder_file_set(folder)
+    memory = InMemoryLoader(memory_set.images, memory_set.labels, 5, shuffle=True, seed=4)
+    stream = StreamingLoader(files.files, files.labels, 16, 5, True, seed=4, num_workers=workers)
+    for start in (0, 3):
+        pairs = zip(memory.batches(2, start), stream.batches(2, start), strict=True)
+        for (m_images, m_labels), (s_images, s_labels) in pairs:
+            assert torch.equal(m_images, s_images) and torch.equal(m_labels, s_labels)
+
+
+def test_streaming_bad_file_is_named_or_skipped(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, per_class=3) / "train"
+    (folder / "c1" / "broken.png").write_text("not a png")
+    files = folder_file_set(folder)
+    strict = StreamingLoader(files.files, files.labels, 16, 4, False, num_workers=2)
+    with pytest.raises(DataError, match=r"cannot decode image .*broken\.png"):
+        list(strict.batches())
+    lenient = StreamingLoader(files.files, files.labels, 16, 4, False, num_workers=2, skip_bad=True)
+    served = sum(len(labels) for _, labels in lenient.batches())
+    assert served == len(files) - 1
+
+
+def test_auto_streams_above_memory_limit(tmp_path: Path) -> None:
+    root = make_folder(tmp_path)
+    base = ["data.dataset=imagefolder", f"data.root={root}"]
+    assert not use_streaming(load_config("optimized.yaml", base).data)
+    assert use_streaming(
+        load_config("optimized.yaml", [*base, "data.memory_limit_gb=0.000001"]).data
+    )
+    assert use_streaming(load_config("optimized.yaml", [*base, "data.loader=stream"]).data)
+    with pytest.raises(DataError, match="needs an ImageFolder"):
+        use_streaming(load_config("smoke.yaml", ["data.loader=stream"]).data)
+
+
+def test_streaming_split_matches_in_memory_split(tmp_path: Path) -> None:
+    root = make_folder(tmp_path)
+    base = [
+        "data.dataset=imagefolder",
+        f"data.root={root}",
+        "data.cache_dir=" + str(tmp_path / "c"),
+    ]
+    memory = create_data(load_config("optimized.yaml", base).data, 0, torch.device("cpu"))
+    cfg = load_config("optimized.yaml", [*base, "data.loader=stream", "data.num_workers=0"])
+    stream = create_data(cfg.data, 0, torch.device("cpu"))
+    assert torch.equal(memory.val_indices, stream.val_indices)
+    assert torch.equal(memory.train.labels, stream.train.labels)
+    m_images = torch.cat([images for images, _ in memory.val.batches()])
+    s_images = torch.cat([images for images, _ in stream.val.batches()])
+    assert torch.equal(m_images, s_images)
+
+
+def test_train_and_evaluate_streaming_from_the_command_line(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, per_class=20)
+    args = ["--config", "optimized.yaml", "--data-root", str(root), "--run-name", "st"]
+    sets = ["data.dataset=imagefolder", "data.loader=stream", "data.batch_size=16",
+            "train.epochs=2", "data.num_workers=1"]  # fmt: skip
+    run_script("train.py", *args, *[x for s in sets for x in ("--set", s)], cwd=tmp_path)
+    proc = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
+    assert "val set: 6 images" in proc.stdout
+    assert (tmp_path / "checkpoints/st/eval-val/misclassified.png").is_file()
