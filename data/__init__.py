@@ -137,6 +137,8 @@ def use_streaming(cfg: DataConfig) -> bool:
         return False
     if cfg.loader == "stream":
         return True
+    if not (root / "train").is_dir():
+        return False  # loading reports the missing folder with the way out
     files, _, _ = list_image_folder(root / "train")
     return decoded_bytes(files, cfg.image_size) > cfg.memory_limit_gb * 2**30
 
