@@ -32,6 +32,7 @@ from data.loader import InMemoryLoader
 from models import create_model
 from training.loop import StepContext, predict, train_one_epoch
 from training.schedule import LrSchedule
+from training.trainer import peak_rss_mib
 from utils.config import ScheduleConfig
 from utils.device import autocast_factory, resolve_precision
 from utils.hardware import describe_hardware
@@ -93,8 +94,10 @@ def repo_img_per_s(
     batch: int,
     steps: int,
     precision: str,
-) -> float:
-    """The repo's path: in-memory batches, batched augmentation, channels_last, autocast."""
+    compile_model: bool = False,
+) -> tuple[float, float]:
+    """The repo's path: in-memory batches, batched augmentation, channels_last, autocast.
+    Returns (img/s over ``steps`` steps, seconds of the first step, compilation included)."""
     mean, std = channel_stats(images[:5000])
     transform = BatchTransform(mean, std, True, 4, None if size == 32 else size, True)
     loader = InMemoryLoader(images, labels, batch, shuffle=True)
@@ -103,17 +106,19 @@ def repo_img_per_s(
         model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True
     )
     ctx = StepContext(
-        model,
+        torch.compile(model) if compile_model else model,
         optimizer,
         nn.CrossEntropyLoss(),
         LrSchedule(ScheduleConfig(), 0.01, 1, steps + 1),
         autocast_factory(precision, torch.device("cpu")),
     )
     gen = torch.Generator().manual_seed(0)
-    train_one_epoch(ctx, itertools.islice(loader.batches(0), 1), transform, gen, 0, 1)  # warm-up
     start = time.perf_counter()
-    train_one_epoch(ctx, itertools.islice(loader.batches(1), steps), transform, gen, 1, steps)
-    return steps * batch / (time.perf_counter() - start)
+    train_one_epoch(ctx, itertools.islice(loader.batches(0), 2), transform, gen, 0, 2)  # warm-up
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    train_one_epoch(ctx, itertools.islice(loader.batches(1), steps), transform, gen, 2, steps)
+    return steps * batch / (time.perf_counter() - start), first
 
 
 def repo_eval_img_per_s(images: torch.Tensor, stem: str, size: int, precision: str) -> float:
@@ -163,7 +168,9 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
         for _ in range(args.repeats):  # alternate so that machine noise hits both alike
             ref.append(reference_img_per_s(folder, stem, size, args.batch, steps))
             repo.append(
-                repo_img_per_s(data.images, data.labels, stem, size, args.batch, steps, precision)
+                repo_img_per_s(data.images, data.labels, stem, size, args.batch, steps, precision)[
+                    0
+                ]
             )
         gflop = training_gflop_per_image(stem, size)
         row = {
@@ -178,6 +185,12 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
         }
         row["repo_gflop_s"] = round(row["repo_img_s"] * gflop, 1)
         row["fraction_of_matmul_peak"] = round(row["repo_gflop_s"] / peak, 3)
+        if args.compile:
+            compiled, warmup = repo_img_per_s(
+                data.images, data.labels, stem, size, args.batch, steps, precision, True
+            )
+            row["compiled_img_s"] = round(compiled, 1)
+            row["compile_warmup_s"] = round(warmup, 1)
         print(json.dumps(row), flush=True)
         results.append(row)
     return {
@@ -186,6 +199,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
         "batch_size": args.batch,
         "repeats": args.repeats,
         "matmul_peak_gflop_s": round(peak, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "results": results,
     }
 
@@ -201,6 +215,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,10 +228,16 @@ def main() -> None:
         f"wrote {args.output}"
     )
     for row in report["results"]:
+        compiled = (
+            f", compiled {row['compiled_img_s']:.0f} img/s after {row['compile_warmup_s']}s"
+            if "compiled_img_s" in row
+            else ""
+        )
         print(
             f"{row['stem']:>8} {row['size']:>4}px: repo {row['repo_img_s']:>7.1f} img/s, "
             f"reference {row['reference_img_s']:>7.1f} img/s, ratio {row['ratio']:.2f}x, "
-            f"eval {row['repo_eval_img_s']:.0f} img/s, {row['fraction_of_matmul_peak']:.0%} of peak"
+            f"eval {row['repo_eval_img_s']:.0f} img/s, "
+            f"{row['fraction_of_matmul_peak']:.0%} of peak{compiled}"
         )
 
 

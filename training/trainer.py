@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ def fit(
     if checkpoint is not None:
         state = restore(checkpoint, model, optimizer, stopper)
     ctx = StepContext(
-        model=model,
+        model=torch.compile(model) if cfg.train.compile else model,  # checkpoints keep `model`
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
         schedule=LrSchedule(cfg.schedule, cfg.optim.lr, cfg.train.epochs, len(data.train)),
@@ -261,6 +262,16 @@ def run_epoch(
     return row
 
 
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far; None where the OS does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
     return (
         f"epoch {row['epoch']:>3}/{epochs} | train loss {row['train_loss']:.4f} "
@@ -281,6 +292,7 @@ def write_summary(state: RunState, run_dir: Path, hardware: str, precision: str)
         "train_seconds": round(state.train_seconds, 1),
         "hardware": hardware,
         "precision": precision,
+        "peak_rss_mib": peak_rss_mib(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     reason = "stopped early" if state.stopped_early else "finished"

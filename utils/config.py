@@ -92,6 +92,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu), or a torch device string
     precision: str = _choice("auto", "fp32", "bf16", "fp16")
     channels_last: bool = True
+    compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
     nonfinite_loss: str = _choice("stop", "skip")
 
 
