@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,12 +94,17 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
 
 
-def carve_validation(cfg: DataConfig, full: ImageSet) -> tuple[ImageSet, ImageSet, Tensor]:
-    """Split ``full`` into train and validation with ``cfg.split_seed``."""
+def validation_split(cfg: DataConfig, num_samples: int) -> tuple[Tensor, Tensor]:
+    """Train and validation indices per ``cfg``, or a DataError when a side would be empty."""
     try:
-        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
+        return split_indices(num_samples, cfg.val_fraction, cfg.split_seed)
     except ValueError as err:
         raise DataError(f"data.val_fraction: {err}; change it or add images") from None
+
+
+def carve_validation(cfg: DataConfig, full: ImageSet) -> tuple[ImageSet, ImageSet, Tensor]:
+    """Split ``full`` into train and validation with ``cfg.split_seed``."""
+    train_idx, val_idx = validation_split(cfg, len(full))
     train = ImageSet(full.images[train_idx], full.labels[train_idx], full.class_names)
     val = ImageSet(full.images[val_idx], full.labels[val_idx], full.class_names)
     return train, val, val_idx
@@ -144,11 +150,18 @@ def use_streaming(cfg: DataConfig) -> bool:
 
 
 def create_data(
-    cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
+    cfg: DataConfig,
+    seed: int,
+    device: torch.device,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataBundle:
-    """Load, split and wrap the data set described by ``cfg`` for training on ``device``."""
+    """Load, split and wrap the data set described by ``cfg`` for training on ``device``;
+    under data parallelism the loaders serve rank ``rank``'s shard."""
+    shard = {"device": device, "rank": rank, "world_size": world_size}
     if use_streaming(cfg):
-        return create_streaming_data(cfg, seed, device, channels_last)
+        return create_streaming_data(cfg, seed, channels_last, shard)
     full = load_image_set(cfg, "train")
     assert full is not None
     val = load_image_set(cfg, "val")
@@ -161,8 +174,8 @@ def create_data(
     mean, std = channel_stats(train.images)
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
     return DataBundle(
-        train=InMemoryLoader(train.images, train.labels, cfg.batch_size, True, seed, device),
-        val=InMemoryLoader(val.images, val.labels, cfg.eval_batch_size, False, device=device),
+        train=InMemoryLoader(train.images, train.labels, cfg.batch_size, True, seed, **shard),
+        val=InMemoryLoader(val.images, val.labels, cfg.eval_batch_size, False, **shard),
         train_transform=train_tf,
         eval_transform=eval_tf,
         class_names=train.class_names,
@@ -185,7 +198,7 @@ def streaming_side(cfg: DataConfig, files: list[Path]) -> int:
 
 
 def create_streaming_data(
-    cfg: DataConfig, seed: int, device: torch.device, channels_last: bool
+    cfg: DataConfig, seed: int, channels_last: bool, shard: dict[str, Any]
 ) -> DataBundle:
     """Like ``create_data``, but images are decoded per batch by DataLoader workers."""
     root = folder_root(cfg)
@@ -195,21 +208,14 @@ def create_streaming_data(
     if (root / "val").is_dir():
         train, val = full, folder_file_set(root / "val")
     else:
-        try:
-            train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.split_seed)
-        except ValueError as err:
-            raise DataError(f"data.val_fraction: {err}; change it or add images") from None
+        train_idx, val_idx = validation_split(cfg, len(full))
         train, val = full.subset(train_idx), full.subset(val_idx)
     check_sets(cfg, train.class_names, val.class_names, len(train))
     side = streaming_side(cfg, full.files)
     mean, std = channel_stats(sampled_channel_stats(train, side)[0])
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
-    common = {
-        "size": side,
-        "device": device,
-        "num_workers": cfg.num_workers,
-        "skip_bad": cfg.skip_bad_images,
-    }
+    common = {"size": side, "num_workers": cfg.num_workers, "skip_bad": cfg.skip_bad_images}
+    common.update(shard)
     return DataBundle(
         train=StreamingLoader(
             train.files, train.labels, batch_size=cfg.batch_size, shuffle=True, seed=seed, **common

@@ -26,16 +26,36 @@ class EpochOrder:
     """Per-epoch sample order and batch count shared by the loaders.
 
     A trailing batch of one sample is dropped when shuffling: BatchNorm cannot train on it.
+    Under data parallelism rank ``r`` of ``w`` takes positions ``r, r + w, ...`` of the epoch's
+    order, so batch ``b`` of all ranks together is batch ``b`` of a single process with a
+    ``w`` times larger batch. Training shards are cut to equal length so that every rank takes
+    the same number of steps; evaluation shards keep every sample.
     """
 
-    def __init__(self, labels: Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def shard_size(self) -> int:
+        n = len(self.labels)
+        if self.shuffle:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.labels), self.batch_size)
+        full, rest = divmod(self.shard_size(), self.batch_size)
         return full + (rest > (1 if self.shuffle else 0))
 
     def order(self, epoch: int) -> Tensor:
@@ -46,7 +66,7 @@ class EpochOrder:
         return torch.randperm(len(self.labels), generator=gen)
 
     def index_batches(self, epoch: int, start_batch: int) -> list[Tensor]:
-        order = self.order(epoch)
+        order = self.order(epoch)[self.rank :: self.world_size][: self.shard_size()]
         size = self.batch_size
         return [order[b * size : (b + 1) * size] for b in range(start_batch, len(self))]
 
@@ -62,8 +82,10 @@ class InMemoryLoader(EpochOrder):
         shuffle: bool,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(labels.to(device), batch_size, shuffle, seed)
+        super().__init__(labels.to(device), batch_size, shuffle, seed, rank, world_size)
         self.images = images.to(device)  # (N, 3, H, W) uint8
 
     def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
@@ -118,8 +140,10 @@ class StreamingLoader(EpochOrder):
         device: torch.device | str = "cpu",
         num_workers: int = 2,
         skip_bad: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(labels, batch_size, shuffle, seed)
+        super().__init__(labels, batch_size, shuffle, seed, rank, world_size)
         self.files = files
         self.dataset = _FileDataset(files, size)
         self.device = torch.device(device)

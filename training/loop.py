@@ -53,6 +53,8 @@ class StepContext:
     autocast: Callable[[], AbstractContextManager]
     scaler: torch.amp.GradScaler | None = None
     skip_nonfinite: bool = False
+    # True when the loss is finite on every rank, so that all ranks skip or stop together
+    all_finite: Callable[[Tensor], bool] = lambda loss: bool(torch.isfinite(loss))
 
 
 def _train_step(
@@ -64,7 +66,7 @@ def _train_step(
     with ctx.autocast():
         logits = ctx.model(inputs)  # (N, num_classes)
         loss = ctx.criterion(logits, labels)
-    if not torch.isfinite(loss):
+    if not ctx.all_finite(loss):
         if ctx.skip_nonfinite:
             return None
         raise NonFiniteLossError(
@@ -92,6 +94,7 @@ def train_one_epoch(
     desc: str = "train",
     stats: EpochStats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = True,
 ) -> EpochStats:
     """Train on ``batches`` until they run out or ``should_stop()`` turns true after a step.
 
@@ -100,7 +103,10 @@ def train_one_epoch(
     """
     ctx.model.train()
     stats = stats or EpochStats()
-    bar = tqdm(batches, total=total, initial=stats.steps, desc=desc, leave=False, disable=None)
+    bar = tqdm(
+        batches, total=total, initial=stats.steps, desc=desc, leave=False,
+        disable=None if progress else True,
+    )  # fmt: skip
     for images, labels in bar:
         result = _train_step(ctx, transform(images, gen), labels, first_step + stats.steps)
         stats.steps += 1
@@ -127,10 +133,12 @@ def predict(
     autocast: Callable[[], AbstractContextManager],
     total: int | None = None,
     desc: str = "eval",
+    progress: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (float32 logits, labels) per batch, in eval mode, with no gradient tracking."""
     model.eval()
-    for images, labels in tqdm(batches, total=total, desc=desc, leave=False, disable=None):
+    disable = None if progress else True
+    for images, labels in tqdm(batches, total=total, desc=desc, leave=False, disable=disable):
         with autocast():
             logits = model(transform(images))
         yield logits.float(), labels
@@ -142,10 +150,11 @@ def evaluate_loss_accuracy(
     transform: BatchTransform,
     autocast: Callable[[], AbstractContextManager],
     total: int | None = None,
+    progress: bool = True,
 ) -> EpochStats:
     """Mean cross-entropy (no label smoothing) and top-1 accuracy over all samples."""
     stats = EpochStats()
-    for logits, labels in predict(model, batches, transform, autocast, total, "val"):
+    for logits, labels in predict(model, batches, transform, autocast, total, "val", progress):
         stats.loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         stats.correct += int((logits.argmax(1) == labels).sum())
         stats.seen += len(labels)

@@ -11,16 +11,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data import DataBundle, create_data
 from models import create_model
+from training.distributed import Distributed, init_distributed
 from training.early_stopping import EarlyStopping
 from training.interrupt import StopOnSignal, TrainingInterruptedError
 from training.loop import (
@@ -34,6 +36,7 @@ from training.schedule import LrSchedule
 from utils.checkpoint import FORMAT_VERSION, save_checkpoint
 from utils.config import Config, ModelConfig, OptimConfig, config_to_dict, save_config
 from utils.device import autocast_factory, resolve_device, resolve_precision
+from utils.errors import ConfigError
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
 
@@ -127,6 +130,70 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
 
 
+@dataclass
+class Run:
+    """The live objects of a training run."""
+
+    cfg: Config
+    run_dir: Path
+    dist: Distributed
+    device: torch.device
+    precision: str
+    data: DataBundle
+    model: nn.Module  # unwrapped: what checkpoints store and validation runs
+    optimizer: torch.optim.Optimizer
+    stopper: EarlyStopping
+    ctx: StepContext  # its model is DDP-wrapped and/or compiled when configured
+
+    def save(self, state: RunState, improved: bool = False) -> None:
+        """Write last.pt (and best.pt when ``improved``); only rank 0 writes."""
+        if not self.dist.is_main:
+            return
+        payload = make_checkpoint(
+            self.cfg, self.data, self.model, self.optimizer, self.stopper, state
+        )
+        save_checkpoint(payload, self.run_dir / "last.pt")
+        if improved:
+            save_checkpoint(payload, self.run_dir / "best.pt")
+
+
+def setup_run(cfg: Config, run_dir: Path, dist: Distributed) -> Run:
+    """Device, data shard, model, optimiser, schedule and early stopping for ``cfg``."""
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    if cfg.train.sync_batchnorm and dist.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
+    precision = resolve_precision(cfg.train.precision, device)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    data = create_data(
+        cfg.data, cfg.train.seed, device, cfg.train.channels_last, dist.rank, dist.world_size
+    )
+    model = create_model(**model_args(cfg.model, len(data.class_names))).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_module = model
+    if dist.enabled:
+        if cfg.train.sync_batchnorm:
+            model = train_module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [dist.local_rank] if device.type == "cuda" else None
+        train_module = DistributedDataParallel(model, device_ids=device_ids)
+    lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
+    optimizer = build_optimizer(model, replace(cfg.optim, lr=lr))
+    ctx = StepContext(
+        model=torch.compile(train_module) if cfg.train.compile else train_module,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+        schedule=LrSchedule(cfg.schedule, lr, cfg.train.epochs, len(data.train)),
+        autocast=autocast_factory(precision, device),
+        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
+        all_finite=lambda loss: not dist.any(not bool(torch.isfinite(loss))),
+    )
+    stopper = EarlyStopping(**vars(cfg.early_stopping))
+    return Run(cfg, run_dir, dist, device, precision, data, model, optimizer, stopper, ctx)
+
+
 def fit(
     cfg: Config,
     run_dir: Path,
@@ -135,64 +202,54 @@ def fit(
 ) -> RunState:
     """Train per ``cfg``, writing checkpoints and metrics to ``run_dir``; resume from
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
-    Returns the run state."""
-    device = resolve_device(cfg.train.device)
-    precision = resolve_precision(cfg.train.precision, device)
-    channels_last = cfg.train.channels_last
-    torch.manual_seed(cfg.train.seed)
-    data = create_data(cfg.data, cfg.train.seed, device, channels_last)
-    model = create_model(**model_args(cfg.model, len(data.class_names))).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optim)
-    stopper = EarlyStopping(**vars(cfg.early_stopping))
+    Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
+    dist = init_distributed()
+    run = setup_run(cfg, run_dir, dist)
     state = RunState()
     if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, stopper)
-    ctx = StepContext(
-        model=torch.compile(model) if cfg.train.compile else model,  # checkpoints keep `model`
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
-        schedule=LrSchedule(cfg.schedule, cfg.optim.lr, cfg.train.epochs, len(data.train)),
-        autocast=autocast_factory(precision, device),
-        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
-        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    hardware = describe_hardware(device)
-    tqdm.write(
-        f"run {run_dir} | {hardware} | precision {precision} | "
-        f"{len(data.train.labels)} train / {len(data.val.labels)} val images"
-    )
-
-    def save(improved: bool = False) -> None:
-        payload = make_checkpoint(cfg, data, model, optimizer, stopper, state)
-        save_checkpoint(payload, run_dir / "last.pt")
-        if improved:
-            save_checkpoint(payload, run_dir / "best.pt")
-
+        state = restore(checkpoint, run.model, run.optimizer, run.stopper)
+    if dist.enabled:  # distinct dropout masks per rank
+        torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
+    hardware = describe_hardware(run.device)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        tqdm.write(
+            f"run {run_dir} | {hardware} x{dist.world_size} | precision {run.precision} | "
+            f"{len(run.data.train.labels)} train / {len(run.data.val.labels)} val images"
+        )
     first_epoch = state.epoch
     with StopOnSignal() as stop:
+
+        def should_stop() -> bool:
+            return dist.any(stop.requested())
+
         while state.epoch < cfg.train.epochs and not state.stopped_early:
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
-            row = run_epoch(cfg, data, ctx, state, stop.requested)
+            row = run_epoch(run, state, should_stop)
             if row is None:  # stopped by a signal in the middle of the epoch
-                save()
-                raise interrupted(stop.signum or signal.SIGINT, state, run_dir)
-            state.stopped_early = stopper.update(row["val_loss"])
-            improved = row["val_loss"] < state.best_val_loss
-            if improved:
-                state.best_epoch = row["epoch"]
-                state.best_val_loss, state.best_val_acc = row["val_loss"], row["val_acc"]
-            save(improved)
-            write_history(state.history, run_dir)
-            tqdm.write(format_epoch(row, cfg.train.epochs, improved))
-            if stop.requested() and state.epoch < cfg.train.epochs and not state.stopped_early:
-                raise interrupted(stop.signum or signal.SIGINT, state, run_dir)
-    write_summary(state, run_dir, hardware, precision)
+                run.save(state)
+                raise interrupted(stop.signum or signal.SIGTERM, state, run_dir)
+            finish_epoch(run, state, row)
+            if should_stop() and state.epoch < cfg.train.epochs and not state.stopped_early:
+                raise interrupted(stop.signum or signal.SIGTERM, state, run_dir)
+    if dist.is_main:
+        write_summary(state, run_dir, f"{hardware} x{dist.world_size}", run.precision)
     return state
+
+
+def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
+    """Early-stopping decision (rank 0's, broadcast), best tracking, checkpoints, logs."""
+    state.stopped_early = run.dist.broadcast_from_main(run.stopper.update(row["val_loss"]))
+    improved = row["val_loss"] < state.best_val_loss
+    if improved:
+        state.best_epoch = row["epoch"]
+        state.best_val_loss, state.best_val_acc = row["val_loss"], row["val_acc"]
+    run.save(state, improved)
+    if run.dist.is_main:
+        write_history(state.history, run.run_dir)
+        tqdm.write(format_epoch(row, run.cfg.train.epochs, improved))
 
 
 def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterruptedError:
@@ -208,19 +265,19 @@ def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterrup
     )
 
 
-def run_epoch(
-    cfg: Config,
-    data: DataBundle,
-    ctx: StepContext,
-    state: RunState,
-    should_stop: Callable[[], bool],
-) -> dict[str, Any] | None:
+def summed_over_ranks(dist: Distributed, stats: EpochStats) -> EpochStats:
+    """Exact totals over all ranks: sums of losses and counts, not a mean of means."""
+    loss_sum, correct, seen = dist.sum([stats.loss_sum, stats.correct, stats.seen])
+    return EpochStats(loss_sum, round(correct), round(seen))
+
+
+def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dict[str, Any] | None:
     """Train one epoch (or the rest of a partial one), validate, and append the epoch's
-    metrics to ``state.history``. Returns None, with ``state.partial_epoch`` set, when
-    ``should_stop()`` cut the epoch short."""
-    epoch = state.epoch
+    metrics, summed over all ranks, to ``state.history``. Returns None, with
+    ``state.partial_epoch`` set, when ``should_stop()`` cut the epoch short."""
+    cfg, data, dist, epoch = run.cfg, run.data, run.dist, state.epoch
     start = time.perf_counter()
-    gen = epoch_generator(cfg.train.seed, epoch)
+    gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
     stats = EpochStats()
     if state.partial_epoch is not None:  # continue where a stopped run left this epoch
         partial = dict(state.partial_epoch)
@@ -230,8 +287,8 @@ def run_epoch(
     batches = data.train.batches(epoch, start_batch=stats.steps)
     try:
         stats = train_one_epoch(
-            ctx, batches, data.train_transform, gen, state.step, len(data.train), desc, stats,
-            should_stop,
+            run.ctx, batches, data.train_transform, gen, state.step, len(data.train), desc,
+            stats, should_stop, progress=dist.is_main,
         )  # fmt: skip
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
@@ -241,21 +298,23 @@ def run_epoch(
     state.partial_epoch = None
     train_seconds = time.perf_counter() - start
     val = evaluate_loss_accuracy(
-        ctx.model, data.val.batches(), data.eval_transform, ctx.autocast, len(data.val)
-    )
+        run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
+        progress=dist.is_main,
+    )  # fmt: skip
+    train_all, val_all = summed_over_ranks(dist, stats), summed_over_ranks(dist, val)
     elapsed = time.perf_counter() - start
     state.step += stats.steps
     state.epoch += 1
     state.train_seconds += elapsed
     row = {
         "epoch": state.epoch,
-        "train_loss": stats.loss,
-        "train_acc": stats.accuracy,
-        "val_loss": val.loss,
-        "val_acc": val.accuracy,
-        "lr": ctx.optimizer.param_groups[0]["lr"],
+        "train_loss": train_all.loss,
+        "train_acc": train_all.accuracy,
+        "val_loss": val_all.loss,
+        "val_acc": val_all.accuracy,
+        "lr": run.optimizer.param_groups[0]["lr"],
         "epoch_time_s": round(elapsed, 2),
-        "images_per_s": round(stats.seen / train_seconds, 1),
+        "images_per_s": round(train_all.seen / train_seconds, 1),
         "skipped_steps": stats.skipped,
     }
     state.history.append(row)

@@ -66,6 +66,7 @@ class OptimConfig:
     momentum: float = _range(0.9, 0.0, 1.0, high_open=True)
     nesterov: bool = False
     weight_decay: float = _range(0.0, 0.0)
+    scale_lr: bool = False  # multiply lr by the number of processes (linear scaling rule)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
     nonfinite_loss: str = _choice("stop", "skip")
+    sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Distributed data parallel (torchrun) plumbing; a single process is world size 1.
+
+``torchrun --nproc_per_node=N train.py ...`` sets RANK, LOCAL_RANK and WORLD_SIZE; the process
+group then uses NCCL on CUDA and gloo on CPU. Every collective here is a no-op in one process,
+so the training loop has a single code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over all ranks (exact for counts and sums of losses)."""
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self._device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on at least one."""
+        return self.sum([float(flag)])[0] > 0 if self.enabled else flag
+
+    def broadcast_from_main(self, flag: bool) -> bool:
+        """Rank 0's ``flag``, on every rank."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self._device())
+        dist.broadcast(tensor, src=0)
+        return bool(tensor.item())
+
+    def _device(self) -> torch.device:
+        # NCCL only reduces CUDA tensors; gloo reduces CPU tensors.
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+
+def init_distributed() -> Distributed:
+    """Join the process group torchrun describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), local_rank, dist.get_world_size())
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
