@@ -99,3 +99,19 @@ def test_torchrun_two_processes_train_stop_together_and_evaluate(tmp_path: Path)
     assert not any(key.startswith("module.") for key in state)
     report = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
     assert "val set: 64 images" in report.stdout
+
+
+@pytest.mark.slow
+def test_resume_under_torchrun(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", str(REPO / "train.py")]  # fmt: skip
+    first = ["--config", "smoke.yaml", "--run-name", "r", "--set", "train.epochs=1",
+             "--set", "data.synthetic_samples=320"]  # fmt: skip
+    for args in (first, ["--resume", "checkpoints/r", "--set", "train.epochs=2"]):
+        proc = subprocess.run([*torchrun, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    history = json.loads((tmp_path / "checkpoints/r/metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert torch.load(tmp_path / "checkpoints/r/last.pt", weights_only=True)["epoch"] == 2
