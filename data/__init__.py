@@ -29,7 +29,7 @@ from data.streaming import (
     decoded_bytes,
     first_image_size,
     folder_file_set,
-    sampled_channel_stats,
+    sample_images,
 )
 from utils.config import DataConfig
 from utils.errors import DataError
@@ -212,7 +212,7 @@ def create_streaming_data(
         train, val = full.subset(train_idx), full.subset(val_idx)
     check_sets(cfg, train.class_names, val.class_names, len(train))
     side = streaming_side(cfg, full.files)
-    mean, std = channel_stats(sampled_channel_stats(train, side)[0])
+    mean, std = channel_stats(sample_images(train, side))
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
     common = {"size": side, "num_workers": cfg.num_workers, "skip_bad": cfg.skip_bad_images}
     common.update(shard)

@@ -48,10 +48,9 @@ def decoded_bytes(files: list[Path], image_size: int | None) -> int:
     return len(files) * 3 * width * height
 
 
-def sampled_channel_stats(
-    file_set: FileSet, size: int, count: int = 2000, seed: int = 0
-) -> tuple[Tensor, int]:
-    """Decode a seeded random sample of up to ``count`` images, for normalisation statistics."""
+def sample_images(file_set: FileSet, size: int, count: int = 2000, seed: int = 0) -> Tensor:
+    """A seeded random sample of up to ``count`` decoded images, for normalisation statistics."""
     order = torch.randperm(len(file_set), generator=torch.Generator().manual_seed(seed))
-    images = [resize_square(decode_image_file(file_set.files[i]), size) for i in order[:count]]
-    return torch.stack(images), len(images)
+    return torch.stack(
+        [resize_square(decode_image_file(file_set.files[i]), size) for i in order[:count]]
+    )

@@ -6,12 +6,11 @@ Takes a typed ``Config`` and a run directory; knows nothing of YAML files or the
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +31,14 @@ from training.loop import (
     evaluate_loss_accuracy,
     train_one_epoch,
 )
+from training.run_state import RunState, make_checkpoint, model_args, restore
 from training.schedule import LrSchedule
-from utils.checkpoint import FORMAT_VERSION, save_checkpoint
-from utils.config import Config, ModelConfig, OptimConfig, config_to_dict, save_config
+from utils.checkpoint import save_checkpoint
+from utils.config import Config, OptimConfig, save_config
 from utils.device import autocast_factory, resolve_device, resolve_precision
 from utils.errors import ConfigError
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
-
-
-@dataclass
-class RunState:
-    """Progress of a run: everything besides module/optimiser state needed to resume it."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimiser steps taken
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    best_val_acc: float = 0.0
-    stopped_early: bool = False
-    train_seconds: float = 0.0
-    partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
-
-
-def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
-    """Construction arguments of the model; stored in checkpoints to rebuild it."""
-    return {
-        "arch": cfg.arch,
-        "num_classes": num_classes,
-        "stem": cfg.stem,
-        "dropout": cfg.dropout,
-        "zero_init_residual": cfg.zero_init_residual,
-    }
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -77,52 +51,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         weight_decay=cfg.weight_decay,
         foreach=True,
     )
-
-
-def make_checkpoint(
-    cfg: Config,
-    data: DataBundle,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    stopper: EarlyStopping,
-    state: RunState,
-) -> dict[str, Any]:
-    """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "model_args": model_args(cfg.model, len(data.class_names)),
-        "class_names": data.class_names,
-        "normalization": {"mean": data.mean, "std": data.std},
-        "val_indices": data.val_indices,
-        "config": config_to_dict(cfg),
-        "epoch": state.epoch,
-        "step": state.step,
-        "metrics": state.history[-1] if state.history else {},
-        "run_state": {k: v for k, v in vars(state).items() if k not in ("epoch", "step")},
-        "optimizer": optimizer.state_dict(),
-        "early_stopping": stopper.state_dict(),
-        "rng": rng,
-    }
-
-
-def restore(
-    checkpoint: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    stopper: EarlyStopping,
-) -> RunState:
-    """Load a checkpoint's states into the live objects and return the run's progress."""
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    stopper.load_state_dict(checkpoint["early_stopping"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-    return RunState(epoch=checkpoint["epoch"], step=checkpoint["step"], **checkpoint["run_state"])
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -1,0 +1,91 @@
+"""What a checkpoint holds about a run, and putting it back into live objects.
+
+A checkpoint is plain data (tensors, numbers, strings, lists, dicts): it loads with
+``torch.load(weights_only=True)`` and needs nothing but itself to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from data import DataBundle
+from training.early_stopping import EarlyStopping
+from utils.checkpoint import FORMAT_VERSION
+from utils.config import Config, ModelConfig, config_to_dict
+
+
+@dataclass
+class RunState:
+    """Progress of a run: everything besides module/optimiser state needed to resume it."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_acc: float = 0.0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
+
+
+def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
+    """Construction arguments of the model; stored in checkpoints to rebuild it."""
+    return {
+        "arch": cfg.arch,
+        "num_classes": num_classes,
+        "stem": cfg.stem,
+        "dropout": cfg.dropout,
+        "zero_init_residual": cfg.zero_init_residual,
+    }
+
+
+def make_checkpoint(
+    cfg: Config,
+    data: DataBundle,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    stopper: EarlyStopping,
+    state: RunState,
+) -> dict[str, Any]:
+    """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "model_args": model_args(cfg.model, len(data.class_names)),
+        "class_names": data.class_names,
+        "normalization": {"mean": data.mean, "std": data.std},
+        "val_indices": data.val_indices,
+        "config": config_to_dict(cfg),
+        "epoch": state.epoch,
+        "step": state.step,
+        "metrics": state.history[-1] if state.history else {},
+        "run_state": {k: v for k, v in vars(state).items() if k not in ("epoch", "step")},
+        "optimizer": optimizer.state_dict(),
+        "early_stopping": stopper.state_dict(),
+        "rng": rng,
+    }
+
+
+def restore(
+    checkpoint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    stopper: EarlyStopping,
+) -> RunState:
+    """Load a checkpoint's states into the live objects and return the run's progress."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    stopper.load_state_dict(checkpoint["early_stopping"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    return RunState(epoch=checkpoint["epoch"], step=checkpoint["step"], **checkpoint["run_state"])
