@@ -42,10 +42,16 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
 
 
-def test_shipped_plan_is_valid() -> None:
+def test_headline_plan_covers_seeds_and_ablations() -> None:
     plan = read_plan(Path(__file__).parent.parent / "experiments" / "headline.yaml")
     names = {run.name for run in plan}
     assert {"baseline-s0", "baseline-s2", "optimized-s0", "optimized-s2"} <= names
     assert len(names) == 14
-    for run in plan:  # every planned recipe passes the config checks
+
+
+@pytest.mark.parametrize(
+    "plan", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+)
+def test_every_planned_recipe_passes_the_config_checks(plan: Path) -> None:
+    for run in read_plan(plan):
         load_config(run.config, run.overrides)
