@@ -1,6 +1,6 @@
-"""Data: sources decoded into memory, the train/val split, batched augmentation, loaders.
+"""Data: sources, the train/val split, batched augmentation, in-memory or streaming loaders.
 
-``create_data`` turns a ``DataConfig`` into everything training needs; ``load_eval_split``
+``create_data`` turns a ``DataConfig`` into everything training needs; ``create_eval_loader``
 rebuilds one split for evaluation from what a checkpoint recorded.
 """
 
@@ -41,8 +41,8 @@ SYNTHETIC_TEST_SEED = 1
 
 @dataclass
 class DataBundle:
-    train: InMemoryLoader | StreamingLoader
-    val: InMemoryLoader | StreamingLoader
+    train: Loader
+    val: Loader
     train_transform: BatchTransform
     eval_transform: BatchTransform
     class_names: list[str]

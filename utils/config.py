@@ -153,11 +153,12 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-        span = f"in {lo}, {hi}" if lo and hi else (f"> {low}" if low_open else f">= {low}")
-        if not lo:
-            span = f"< {high}" if high_open else f"<= {high}"
+        if low is not None and high is not None:
+            span = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f"{'>' if low_open else '>='} {low}"
+        else:
+            span = f"{'<' if high_open else '<='} {high}"
         raise ConfigError(f"{where}: expected a value {span}, got {value!r}")
 
 
