@@ -183,7 +183,7 @@ def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
 def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterruptedError:
     where = (
         f"epoch {state.epoch + 1}, batch {state.partial_epoch['steps']}"
-        if (state.partial_epoch)
+        if state.partial_epoch
         else f"the end of epoch {state.epoch}"
     )
     return TrainingInterruptedError(
