@@ -100,7 +100,7 @@ def test_offline_download_fails_fast_with_a_way_out(tmp_path: Path) -> None:
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
-    assert_one_line_error(proc, "downloading cifar10 into data/cifar10 failed", "--data-root")
+    assert_one_line_error(proc, "downloading cifar10 into datasets/cifar10 failed", "--data-root")
 
 
 def test_bad_cli_usage_is_an_argparse_error(tmp_path: Path) -> None:

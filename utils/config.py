@@ -34,7 +34,7 @@ def _range(default: Any, low: float | None = None, high: float | None = None, **
 @dataclass
 class DataConfig:
     dataset: str = _choice("cifar10", "cifar100", "imagefolder", "synthetic")
-    root: str = "data/cifar10"
+    root: str = "datasets/cifar10"
     image_size: int | None = _range(None, 8, 1024)  # None: the data set's native size
     val_fraction: float = _range(0.1, 0.0, 1.0, low_open=True, high_open=True)
     split_seed: int = 0
