@@ -24,9 +24,9 @@ from evaluation.plots import (
 )
 from models import ResNet, create_model
 from training.loop import predict
-from utils.config import Config, config_from_dict
+from utils.config import config_from_dict
 from utils.device import autocast_factory, resolve_device, resolve_precision
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 from utils.run_log import read_history
 
 MISCLASSIFIED_SHOWN = 24
@@ -39,11 +39,20 @@ def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: 
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+def eval_precision(checkpoint: dict[str, Any], device: torch.device) -> str:
+    """The precision training validated in, so the numbers match; ``auto`` where it cannot
+    run here (fp16 off CUDA) or was not recorded."""
+    trained_in = checkpoint.get("run_state", {}).get("precision") or "auto"
+    try:
+        return resolve_precision(trained_in, device)
+    except ConfigError:
+        return resolve_precision("auto", device)
+
+
 def run_predictions(
-    model: ResNet, loader: Loader, transform: BatchTransform, cfg: Config, device: torch.device
+    model: ResNet, loader: Loader, transform: BatchTransform, precision: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,), on the CPU."""
-    precision = resolve_precision(cfg.train.precision, device)
     autocast = autocast_factory(precision, device)
     outputs = list(predict(model, loader.batches(), transform, autocast, len(loader)))
     logits = torch.cat([logit for logit, _ in outputs]).cpu()
@@ -115,7 +124,8 @@ def evaluate_checkpoint(
         norm["mean"], norm["std"], output_size=cfg.data.image_size, channels_last=channels_last
     )
     model = load_model(checkpoint, device, channels_last)
-    logits, labels = run_predictions(model, loader, transform, cfg, device)
+    precision = eval_precision(checkpoint, device)
+    logits, labels = run_predictions(model, loader, transform, precision, device)
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),

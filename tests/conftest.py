@@ -22,6 +22,7 @@ TINY = [
     "data.batch_size=48",
     "data.eval_batch_size=128",
     "train.epochs=2",
+    "train.precision=fp32",  # auto measures bf16 against fp32, which can vary run to run
 ]
 
 

@@ -32,6 +32,7 @@ class RunState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
+    precision: str | None = None  # chosen at the start, kept on resume
 
 
 def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:

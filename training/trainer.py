@@ -31,6 +31,7 @@ from training.loop import (
     evaluate_loss_accuracy,
     train_one_epoch,
 )
+from training.precision import faster_precision, time_training_step, wants_probe
 from training.run_state import RunState, make_checkpoint, model_args, restore
 from training.schedule import LrSchedule
 from utils.checkpoint import save_checkpoint
@@ -85,19 +86,23 @@ class Run:
             save_checkpoint(payload, self.run_dir / "best.pt")
 
 
-def setup_run(cfg: Config, run_dir: Path, dist: Distributed) -> Run:
-    """Device, data shard, model, optimiser, schedule and early stopping for ``cfg``."""
+def setup_run(cfg: Config, run_dir: Path, dist: Distributed, precision: str | None = None) -> Run:
+    """Device, data shard, model, optimiser, schedule and early stopping for ``cfg``;
+    ``precision`` is a resumed run's, else it is chosen (``training/precision.py``)."""
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     if cfg.train.sync_batchnorm and dist.enabled and device.type != "cuda":
         raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
-    precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     data = create_data(
         cfg.data, cfg.train.seed, device, cfg.train.channels_last, dist.rank, dist.world_size
     )
-    model = create_model(**model_args(cfg.model, len(data.class_names))).to(device)
+    args = model_args(cfg.model, len(data.class_names))
+    if precision is None:
+        side = cfg.data.image_size or data.train.image_side
+        precision = pick_precision(cfg, device, dist, args, side)
+    model = create_model(**args).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_module = model
@@ -122,6 +127,23 @@ def setup_run(cfg: Config, run_dir: Path, dist: Distributed) -> Run:
     return Run(cfg, run_dir, dist, device, precision, data, model, optimizer, stopper, ctx)
 
 
+def pick_precision(
+    cfg: Config, device: torch.device, dist: Distributed, args: dict[str, Any], side: int
+) -> str:
+    """The configured precision; for ``auto`` on a bf16 CPU, rank 0 times bf16 against fp32
+    and every rank takes its answer."""
+    if not wants_probe(cfg.train.precision, device):
+        return resolve_precision(cfg.train.precision, device)
+    bf16 = False
+    if dist.is_main:
+        batch = min(cfg.data.batch_size, 64)
+        timer = time_training_step(
+            lambda: create_model(**args), side, batch, cfg.train.channels_last
+        )
+        bf16 = faster_precision(timer) == "bf16"
+    return "bf16" if dist.broadcast_from_main(bf16) else "fp32"
+
+
 def fit(
     cfg: Config,
     run_dir: Path,
@@ -132,10 +154,17 @@ def fit(
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
     dist = init_distributed()
-    run = setup_run(cfg, run_dir, dist)
+    precision = None  # a new run chooses; a resumed one keeps what it trained in
+    if checkpoint is not None:
+        device = resolve_device(cfg.train.device)
+        precision = checkpoint["run_state"].get("precision") or resolve_precision(
+            cfg.train.precision, device
+        )
+    run = setup_run(cfg, run_dir, dist, precision)
     state = RunState()
     if checkpoint is not None:
         state = restore(checkpoint, run.model, run.optimizer, run.stopper)
+    state.precision = run.precision
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = describe_hardware(run.device)
