@@ -101,9 +101,13 @@ def test_signal_mid_epoch_saves_and_resumes_same_sample_order(
     assert err.value.exit_code == 128 + signal.SIGTERM
     saved = load_checkpoint(tmp_path / "split" / "last.pt")
     assert saved["epoch"] == 1 and saved["run_state"]["partial_epoch"]["steps"] == 4
+    seconds_before_stop = saved["run_state"]["partial_epoch"]["seconds"]
+    assert seconds_before_stop > 0
     monkeypatch.setattr(data.loader.InMemoryLoader, "batches", recording("stopped", None))
     fit(cfg, tmp_path / "split", saved)
     assert torch.equal(torch.cat(served["straight"]), torch.cat(served["stopped"]))
+    resumed_epoch = load_checkpoint(tmp_path / "split" / "last.pt")["run_state"]["history"][1]
+    assert resumed_epoch["epoch_time_s"] >= round(seconds_before_stop, 2)  # the whole epoch
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     assert_same_training_state(straight, load_checkpoint(tmp_path / "split" / "last.pt"))
 

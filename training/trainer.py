@@ -236,9 +236,11 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
     start = time.perf_counter()
     gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
     stats = EpochStats()
+    prior_seconds = 0.0  # time spent on this epoch before a stop, for honest epoch timings
     if state.partial_epoch is not None:  # continue where a stopped run left this epoch
         partial = dict(state.partial_epoch)
         gen.set_state(partial.pop("generator"))
+        prior_seconds = partial.pop("seconds", 0.0)
         stats = EpochStats(**partial)
     desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
     batches = data.train.batches(epoch, start_batch=stats.steps)
@@ -250,16 +252,19 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
     if stats.interrupted:
-        state.partial_epoch = {**vars(stats), "interrupted": False, "generator": gen.get_state()}
+        seconds = prior_seconds + time.perf_counter() - start
+        state.partial_epoch = {
+            **vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds
+        }  # fmt: skip
         return None
     state.partial_epoch = None
-    train_seconds = time.perf_counter() - start
+    train_seconds = prior_seconds + time.perf_counter() - start
     val = evaluate_loss_accuracy(
         run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
         progress=dist.is_main,
     )  # fmt: skip
     train_all, val_all = summed_over_ranks(dist, stats), summed_over_ranks(dist, val)
-    elapsed = time.perf_counter() - start
+    elapsed = prior_seconds + time.perf_counter() - start
     state.step += stats.steps
     state.epoch += 1
     state.train_seconds += elapsed
