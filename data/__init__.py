@@ -171,18 +171,25 @@ def create_data(
     else:
         train = full
     check_sets(cfg, train.class_names, val.class_names, len(train))
-    mean, std = channel_stats(train.images)
+    train_loader = InMemoryLoader(train.images, train.labels, cfg.batch_size, True, seed, **shard)
+    val_loader = InMemoryLoader(val.images, val.labels, cfg.eval_batch_size, False, **shard)
+    stats = channel_stats(train.images)
+    return bundle(cfg, train_loader, val_loader, train.class_names, stats, val_idx, channels_last)
+
+
+def bundle(
+    cfg: DataConfig,
+    train: Loader,
+    val: Loader,
+    class_names: list[str],
+    stats: tuple[list[float], list[float]],
+    val_indices: Tensor | None,
+    channels_last: bool,
+) -> DataBundle:
+    """Loaders plus the transforms built from the training set's mean and std."""
+    mean, std = stats
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
-    return DataBundle(
-        train=InMemoryLoader(train.images, train.labels, cfg.batch_size, True, seed, **shard),
-        val=InMemoryLoader(val.images, val.labels, cfg.eval_batch_size, False, **shard),
-        train_transform=train_tf,
-        eval_transform=eval_tf,
-        class_names=train.class_names,
-        mean=mean,
-        std=std,
-        val_indices=val_idx,
-    )
+    return DataBundle(train, val, train_tf, eval_tf, class_names, mean, std, val_indices)
 
 
 def check_sets(cfg: DataConfig, train_classes: list[str], val_classes: list[str], n: int) -> None:
@@ -212,24 +219,16 @@ def create_streaming_data(
         train, val = full.subset(train_idx), full.subset(val_idx)
     check_sets(cfg, train.class_names, val.class_names, len(train))
     side = streaming_side(cfg, full.files)
-    mean, std = channel_stats(sample_images(train, side))
-    train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
     common = {"size": side, "num_workers": cfg.num_workers, "skip_bad": cfg.skip_bad_images}
     common.update(shard)
-    return DataBundle(
-        train=StreamingLoader(
-            train.files, train.labels, batch_size=cfg.batch_size, shuffle=True, seed=seed, **common
-        ),
-        val=StreamingLoader(
-            val.files, val.labels, batch_size=cfg.eval_batch_size, shuffle=False, **common
-        ),
-        train_transform=train_tf,
-        eval_transform=eval_tf,
-        class_names=train.class_names,
-        mean=mean,
-        std=std,
-        val_indices=val_idx,
+    train_loader = StreamingLoader(
+        train.files, train.labels, batch_size=cfg.batch_size, shuffle=True, seed=seed, **common
     )
+    val_loader = StreamingLoader(
+        val.files, val.labels, batch_size=cfg.eval_batch_size, shuffle=False, **common
+    )
+    stats = channel_stats(sample_images(train, side))
+    return bundle(cfg, train_loader, val_loader, train.class_names, stats, val_idx, channels_last)
 
 
 def create_eval_loader(
