@@ -37,6 +37,7 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
     ]
     assert row["group"] == "smoke" and row["seeds"] == [0, 1]
     assert row["val_acc_mean"] == pytest.approx(sum(accs) / 2, abs=0.01)
+    assert row["max_val_acc_mean"] >= row["val_acc_mean"]
     for name in ("results.md", "results.json", "results_val_loss.png", "results_val_acc.png"):
         assert (tmp_path / "out" / name).is_file()
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
