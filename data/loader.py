@@ -179,8 +179,7 @@ class StreamingLoader(EpochOrder):
         print(f"warning: skipped {len(bad)} unreadable images: {names}", file=sys.stderr)
 
     def images_at(self, indices: Tensor) -> Tensor:
-        return (
-            torch.stack([self.dataset[int(i)][1] for i in indices])
-            if len(indices)
-            else (torch.empty(0, 3, self.dataset.size, self.dataset.size, dtype=torch.uint8))
-        )
+        """The decoded images at ``indices``, (K, 3, size, size) uint8, for plots."""
+        side = self.dataset.size
+        images = [self.dataset[int(i)][1] for i in indices]
+        return torch.stack(images) if images else torch.empty(0, 3, side, side, dtype=torch.uint8)
