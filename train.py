@@ -13,11 +13,25 @@ import time
 from pathlib import Path
 
 from data import resolve_data_root
+from training.distributed import shutdown_distributed
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
 from utils.config import Config, apply_override, config_from_dict, load_config
 from utils.errors import UserError
+
+# What may change when a run continues: where things are and how long it goes on.
+RESUME_SAFE_KEYS = {
+    "data.root",
+    "data.cache_dir",
+    "data.num_workers",
+    "data.skip_bad_images",
+    "train.epochs",
+    "train.device",
+    "train.nonfinite_loss",
+    "early_stopping.patience",
+    "early_stopping.min_delta",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,6 +73,12 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     checkpoint = load_checkpoint(path)
     raw = checkpoint["config"]
     for assignment in overrides(args):
+        key = assignment.partition("=")[0].strip()
+        if key not in RESUME_SAFE_KEYS:
+            raise UserError(
+                f"--set {key} cannot change on resume (it would change the split, the batches "
+                f"or the model); keys that can: {', '.join(sorted(RESUME_SAFE_KEYS))}"
+            )
         apply_override(raw, assignment)
     return config_from_dict(raw, f"{path} (stored config)"), path.parent, checkpoint
 
@@ -74,7 +94,10 @@ def main() -> None:
         run_dir = Path(cfg.output_dir) / name
         if (run_dir / "last.pt").exists():
             raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-    fit(cfg, run_dir, checkpoint)
+    try:
+        fit(cfg, run_dir, checkpoint)
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == "__main__":

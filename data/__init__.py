@@ -227,7 +227,7 @@ def create_streaming_data(
     val_loader = StreamingLoader(
         val.files, val.labels, batch_size=cfg.eval_batch_size, shuffle=False, **common
     )
-    stats = channel_stats(sample_images(train, side))
+    stats = channel_stats(sample_images(train, side, cfg.skip_bad_images))
     return bundle(cfg, train_loader, val_loader, train.class_names, stats, val_idx, channels_last)
 
 
@@ -288,12 +288,17 @@ def check_val_indices(val_indices: Tensor, available: int, root: str) -> None:
 
 
 def load_eval_split(cfg: DataConfig, split: str, val_indices: Tensor | None) -> ImageSet:
-    """The images of ``split`` as training saw them: "val" uses the recorded indices."""
-    if split == "val" and val_indices is not None:
+    """The images of ``split`` as training saw them: "val" is the recorded indices, and
+    "train" leaves them out."""
+    if split in ("val", "train") and val_indices is not None:
         full = load_image_set(cfg, "train")
         assert full is not None
         check_val_indices(val_indices, len(full), cfg.root)
-        return ImageSet(full.images[val_indices], full.labels[val_indices], full.class_names)
+        keep = val_indices
+        if split == "train":
+            keep = torch.ones(len(full), dtype=torch.bool)
+            keep[val_indices] = False
+        return ImageSet(full.images[keep], full.labels[keep], full.class_names)
     image_set = load_image_set(cfg, split)
     if image_set is None:
         raise DataError(f"the data set at {cfg.root} has no {split!r} split")

@@ -117,10 +117,11 @@ def resize_square(image: Tensor, size: int) -> Tensor:
 
 
 def _cache_key(files: list[Path], size: int | None, skip_bad: bool) -> str:
-    digest = hashlib.sha1(f"{files[0].parent.parent.resolve()}|{size}|{skip_bad}".encode())
-    for path in files:
+    root = files[0].parent.parent
+    digest = hashlib.sha1(f"{root.resolve()}|{size}|{skip_bad}".encode())
+    for path in files:  # class folder and name: renaming or moving a file changes the key
         stat = path.stat()
-        digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 

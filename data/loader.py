@@ -8,6 +8,7 @@ normalisation happen there, on whole batches (``data/augment.py``).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,11 @@ class _FileDataset(Dataset):
             return index, None
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too; only the main process should act on it (save, exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _collate(items: list[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor | None, list[int]]:
     good = [(i, image) for i, image in items if image is not None]
     bad = [i for i, image in items if image is None]
@@ -159,6 +165,7 @@ class StreamingLoader(EpochOrder):
             num_workers=self.num_workers,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_interrupts,
         )
         for indices, images, bad in loader:
             self._handle_bad(bad)

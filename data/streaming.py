@@ -48,9 +48,21 @@ def decoded_bytes(files: list[Path], image_size: int | None) -> int:
     return len(files) * 3 * width * height
 
 
-def sample_images(file_set: FileSet, size: int, count: int = 2000, seed: int = 0) -> Tensor:
-    """A seeded random sample of up to ``count`` decoded images, for normalisation statistics."""
+def sample_images(
+    file_set: FileSet, size: int, skip_bad: bool, count: int = 2000, seed: int = 0
+) -> Tensor:
+    """A seeded random sample of up to ``count`` decoded images, for normalisation statistics;
+    unreadable files raise, or with ``skip_bad`` are passed over."""
     order = torch.randperm(len(file_set), generator=torch.Generator().manual_seed(seed))
-    return torch.stack(
-        [resize_square(decode_image_file(file_set.files[i]), size) for i in order[:count]]
-    )
+    images = []
+    for i in order.tolist():
+        try:
+            images.append(resize_square(decode_image_file(file_set.files[i]), size))
+        except DataError:
+            if not skip_bad:
+                raise
+        if len(images) == count:
+            break
+    if not images:
+        raise DataError(f"no readable images among {len(file_set)} files")
+    return torch.stack(images)

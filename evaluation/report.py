@@ -117,6 +117,10 @@ def evaluate_checkpoint(
             f"the checkpoint has {len(expected)} classes but the data set has "
             f"{len(data_classes)}; evaluate on data with the classes {expected}"
         )
+    if data_classes != expected:  # same count, other names or order: labels would not line up
+        raise DataError(
+            f"the data set's classes {data_classes} differ from the checkpoint's {expected}"
+        )
     norm = checkpoint["normalization"]
     # The same layout and precision as validation during training, so the numbers match.
     channels_last = cfg.train.channels_last

@@ -148,3 +148,22 @@ def test_evaluate_class_count_mismatch(smoke_run: Path, tmp_path: Path) -> None:
         "evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path, check=False
     )
     assert_one_line_error(proc, "the checkpoint has 10 classes but the data set has 2")
+
+
+def test_resume_refuses_overrides_that_change_the_run(smoke_run: Path) -> None:
+    args = ["--resume", "checkpoints/s", "--set", "data.split_seed=3"]
+    proc = run_script("train.py", *args, cwd=smoke_run, check=False)
+    assert_one_line_error(proc, "--set data.split_seed cannot change on resume", "train.epochs")
+
+
+def test_evaluate_refuses_same_count_other_classes(smoke_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(10):
+        (tmp_path / "imgs" / f"other_{i}").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / f"other_{i}" / "0.png")
+    ckpt = str(smoke_run / "checkpoints/s/best.pt")
+    proc = run_script(
+        "evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path, check=False
+    )
+    assert_one_line_error(proc, "differ from the checkpoint's")

@@ -158,3 +158,15 @@ def test_offline_download_gives_clear_error(
 def test_missing_cifar_without_download_names_the_way_out(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"not found in .*--data-root"):
         cifar_image_set("cifar10", tmp_path, train=True, download=False)
+
+
+def test_eval_train_split_leaves_out_the_carved_validation() -> None:
+    from data import load_eval_split
+
+    cfg = load_config("smoke.yaml").data
+    full = load_image_set(cfg, "train")
+    _, val, val_idx = carve_validation(cfg, full)
+    train = load_eval_split(cfg, "train", val_idx)
+    again_val = load_eval_split(cfg, "val", val_idx)
+    assert len(train) + len(val) == len(full)
+    assert torch.equal(again_val.images, val.images)

@@ -186,7 +186,10 @@ def fit(
                 return state
             row = run_epoch(run, state, should_stop)
             if row is None:  # stopped by a signal in the middle of the epoch
-                run.save(state)
+                if dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
+                    state.partial_epoch = None
+                else:
+                    run.save(state)
                 raise interrupted(stop.signum or signal.SIGTERM, state, run_dir)
             finish_epoch(run, state, row)
             if should_stop() and state.epoch < cfg.train.epochs and not state.stopped_early:
@@ -213,7 +216,7 @@ def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterrup
     where = (
         f"epoch {state.epoch + 1}, batch {state.partial_epoch['steps']}"
         if state.partial_epoch
-        else f"the end of epoch {state.epoch}"
+        else f"the end of epoch {state.epoch} (a partly done epoch restarts on resume)"
     )
     return TrainingInterruptedError(
         f"{signal.Signals(signum).name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
