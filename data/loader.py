@@ -169,8 +169,8 @@ class StreamingLoader(EpochOrder):
         )
         for indices, images, bad in loader:
             self._handle_bad(bad)
-            if images is None:
-                continue
+            if images is None:  # skipping it would desynchronise steps across ranks and resumes
+                raise DataError(f"every image of a batch is unreadable, e.g. {self.files[bad[0]]}")
             labels = self.labels[indices]
             yield images.to(self.device, non_blocking=True), labels.to(self.device)
 

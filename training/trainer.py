@@ -157,9 +157,8 @@ def fit(
     precision = None  # a new run chooses; a resumed one keeps what it trained in
     if checkpoint is not None:
         device = resolve_device(cfg.train.device)
-        precision = checkpoint["run_state"].get("precision") or resolve_precision(
-            cfg.train.precision, device
-        )
+        stored = checkpoint["run_state"].get("precision") or cfg.train.precision
+        precision = resolve_precision(stored, device)  # fp16 from a GPU run is refused on CPU
     run = setup_run(cfg, run_dir, dist, precision)
     state = RunState()
     if checkpoint is not None:
