@@ -107,6 +107,9 @@ def evaluate_checkpoint(
     cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    if image_folder is not None and cfg.data.image_size is None and "input_size" in checkpoint:
+        # trained at the data's native size: bring another folder's images to that size
+        cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
     device = resolve_device(device_name)
     loader, data_classes = create_eval_loader(
         cfg.data, split, checkpoint.get("val_indices"), device, image_folder

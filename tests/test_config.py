@@ -70,6 +70,18 @@ def test_overrides_are_checked_like_the_file(override: str, message: str) -> Non
     assert "optimized.yaml" in str(err.value) or "override" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["schedule.name=onecycle", "schedule.warmup_epochs=1"], "onecycle ramps the lr up"),
+        (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov: needs optim.momentum > 0"),
+    ],
+)
+def test_conflicting_settings_are_rejected(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("optimized.yaml", overrides)
+
+
 def test_valid_override_changes_value() -> None:
     cfg = load_config("optimized.yaml", ["optim.lr=0.01", "data.image_size=64"])
     assert cfg.optim.lr == 0.01 and cfg.data.image_size == 64

@@ -1,11 +1,16 @@
 from pathlib import Path
 
+import pytest
 import torch
+from PIL import Image
 
+import evaluation.report
 from models import create_model
 from tests.conftest import tiny_config
-from training.trainer import fit
-from utils.checkpoint import REQUIRED_KEYS
+from training.distributed import init_distributed
+from training.run_state import RunState, make_checkpoint, restore
+from training.trainer import fit, setup_run
+from utils.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
 from utils.run_log import read_history
 
 
@@ -30,3 +35,43 @@ def test_checkpoint_describes_itself_and_rebuilds_the_model(tmp_path: Path) -> N
     model.load_state_dict(raw["model"])
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,train_loss")
+
+
+def test_loss_scale_survives_a_checkpoint(tmp_path: Path) -> None:
+    """fp16 training keeps its loss scale across a resume (the scaler itself is CUDA-only in
+    training; its state is plain data either way)."""
+    run = setup_run(tiny_config("optimized", tmp_path), tmp_path / "run", init_distributed())
+    scaler = torch.amp.GradScaler("cpu", init_scale=64.0, growth_interval=7)
+    parts = (run.cfg, run.data, run.model, run.optimizer, run.stopper, RunState())
+    save_checkpoint(make_checkpoint(*parts, scaler), tmp_path / "last.pt")
+    fresh = torch.amp.GradScaler("cpu")
+    restore(load_checkpoint(tmp_path / "last.pt"), *parts[2:5], fresh)
+    assert fresh.get_scale() == 64.0
+    assert fresh.state_dict() == scaler.state_dict()
+
+
+def test_image_folder_is_evaluated_at_the_training_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fit(tiny_config("baseline", tmp_path, "train.epochs=1"), tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint["input_size"] == 32  # synthetic images' native side
+    for i in range(10):
+        (tmp_path / "imgs" / f"class_{i}").mkdir(parents=True)
+        Image.new("RGB", (48, 48), (20 * i, 0, 0)).save(tmp_path / "imgs" / f"class_{i}" / "0.png")
+    sides = []
+    real_run_predictions = evaluation.report.run_predictions
+
+    def spy(model, loader, transform, *args):
+        images, _ = next(iter(loader.batches()))
+        sides.append(transform(images).shape[-1])  # what the model is fed
+        return real_run_predictions(model, loader, transform, *args)
+
+    monkeypatch.setattr(evaluation.report, "run_predictions", spy)
+    report = evaluation.report.evaluate_checkpoint(
+        checkpoint,
+        tmp_path / "run" / "best.pt",
+        image_folder=tmp_path / "imgs",
+        out_dir=tmp_path / "eval",
+    )
+    assert sides == [32] and report["num_samples"] == 10

@@ -53,6 +53,7 @@ def make_checkpoint(
     optimizer: torch.optim.Optimizer,
     stopper: EarlyStopping,
     state: RunState,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
     rng = {"torch": torch.get_rng_state()}
@@ -64,6 +65,8 @@ def make_checkpoint(
         "model_args": model_args(cfg.model, len(data.class_names)),
         "class_names": data.class_names,
         "normalization": {"mean": data.mean, "std": data.std},
+        # the side the model was trained at, so evaluation resizes other images to it
+        "input_size": cfg.data.image_size or data.train.image_side,
         "val_indices": data.val_indices,
         "config": config_to_dict(cfg),
         "epoch": state.epoch,
@@ -71,6 +74,7 @@ def make_checkpoint(
         "metrics": state.history[-1] if state.history else {},
         "run_state": {k: v for k, v in vars(state).items() if k not in ("epoch", "step")},
         "optimizer": optimizer.state_dict(),
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "early_stopping": stopper.state_dict(),
         "rng": rng,
     }
@@ -81,10 +85,13 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     stopper: EarlyStopping,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> RunState:
     """Load a checkpoint's states into the live objects and return the run's progress."""
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
+    if scaler is not None and checkpoint.get("grad_scaler"):  # fp16: keep the loss scale
+        scaler.load_state_dict(checkpoint["grad_scaler"])
     stopper.load_state_dict(checkpoint["early_stopping"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if "cuda" in checkpoint["rng"] and torch.cuda.is_available():

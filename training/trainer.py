@@ -79,7 +79,7 @@ class Run:
         if not self.dist.is_main:
             return
         payload = make_checkpoint(
-            self.cfg, self.data, self.model, self.optimizer, self.stopper, state
+            self.cfg, self.data, self.model, self.optimizer, self.stopper, state, self.ctx.scaler
         )
         save_checkpoint(payload, self.run_dir / "last.pt")
         if improved:
@@ -162,7 +162,7 @@ def fit(
     run = setup_run(cfg, run_dir, dist, precision)
     state = RunState()
     if checkpoint is not None:
-        state = restore(checkpoint, run.model, run.optimizer, run.stopper)
+        state = restore(checkpoint, run.model, run.optimizer, run.stopper, run.ctx.scaler)
     state.precision = run.precision
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)

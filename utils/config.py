@@ -185,9 +185,21 @@ def _build(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def _check_combinations(config: Config, source: str) -> None:
+    """Settings that are valid alone but not together."""
+    if config.schedule.name == "onecycle" and config.schedule.warmup_epochs > 0:
+        raise ConfigError(
+            f"{source}: schedule.warmup_epochs: onecycle ramps the lr up by itself; set it to 0"
+        )
+    if config.optim.nesterov and config.optim.momentum == 0:
+        raise ConfigError(f"{source}: optim.nesterov: needs optim.momentum > 0")
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Validate a plain mapping into a ``Config``; ``source`` names it in error messages."""
-    return _build(Config, raw, source)
+    config = _build(Config, raw, source)
+    _check_combinations(config, source)
+    return config
 
 
 def resolve_config_path(name: str) -> Path:
