@@ -1,7 +1,9 @@
 """Compare finished runs: a results table (markdown and JSON) and overlay plots.
 
 Runs are grouped by their config's ``name`` (seeds of one recipe form a group), and each
-group is reported as mean ± standard deviation over its runs.
+group is reported as mean ± standard deviation over its runs. A group named after another
+plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: its row also
+gives the change in val acc and val loss against that parent, which makes an ablation table.
 """
 
 from __future__ import annotations
@@ -87,14 +89,36 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def parent_group(group: str, groups: list[str]) -> str | None:
+    """The group ``group`` varies: the longest other name it extends with a dash."""
+    parents = [g for g in groups if group.startswith(g + "-")]
+    return max(parents, key=len, default=None)
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> None:
+    """Give each variation row its change in val acc (points) and val loss against its parent."""
+    by_group = {r["group"]: r for r in rows}
+    for row in rows:
+        parent = parent_group(row["group"], list(by_group))
+        if parent is None:
+            continue
+        row["vs"] = parent
+        row["delta_val_acc"] = round(row["val_acc_mean"] - by_group[parent]["val_acc_mean"], 2)
+        row["delta_val_loss"] = round(row["val_loss_mean"] - by_group[parent]["val_loss_mean"], 4)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Val acc and loss are those of the best-val-loss epoch (the kept ``best.pt``); max val
     acc is the highest accuracy of any epoch, for comparison with figures reported that way."""
     header = (
         "| run | seeds | val acc (%) | val loss | best epoch | max val acc (%) | epochs run | "
-        "median epoch (s) | wall time (min) |\n|---|---|---|---|---|---|---|---|---|\n"
+        "median epoch (s) | wall time (min) |"
     )
-    lines = []
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    with_deltas = any("vs" in r for r in rows)
+    if with_deltas:
+        header, rule = header + " change in val acc / loss |", rule + "---|"
+    lines = [header, rule]
     for r in rows:
         spread = len(r["seeds"]) > 1
         acc = f"{r['val_acc_mean']:.2f}" + (f" ± {r['val_acc_std']:.2f}" if spread else "")
@@ -105,9 +129,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{', '.join(map(str, r['best_epoch']))} | {peak} | "
             f"{', '.join(map(str, r['epochs_run']))} | "
             f"{r['median_epoch_s']} | {r['wall_time_min']} |"
+            + (f" {_change(r)} |" if with_deltas else "")
         )
     hardware = sorted({r["hardware"] for r in rows})
-    return header + "\n".join(lines) + f"\n\nHardware: {'; '.join(hardware)}\n"
+    return "\n".join(lines) + f"\n\nHardware: {'; '.join(hardware)}\n"
+
+
+def _change(row: dict[str, Any]) -> str:
+    if "vs" not in row:
+        return ""
+    return f"{row['delta_val_acc']:+.2f} pts / {row['delta_val_loss']:+.4f} vs {row['vs']}"
 
 
 def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Path:
@@ -129,6 +160,7 @@ def compare_runs(run_dirs: list[Path], output_dir: Path, prefix: str = "results"
     """Write ``<prefix>.md``, ``<prefix>.json`` and two overlay plots into ``output_dir``."""
     runs = [load_run(d) for d in run_dirs]
     rows = summarise_groups(runs)
+    add_deltas(rows)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{prefix}.md").write_text(markdown_table(rows))
     (output_dir / f"{prefix}.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.compare import compare_runs
+from evaluation.compare import RunResult, add_deltas, compare_runs, markdown_table, summarise_groups
 from experiments.sweep import PlannedRun, read_plan, run_sweep, train_command
 from utils.config import load_config
 
@@ -41,6 +41,32 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
     for name in ("results.md", "results.json", "results_val_loss.png", "results_val_acc.png"):
         assert (tmp_path / "out" / name).is_file()
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def fake_run(group: str, seed: int, acc: float, loss: float) -> RunResult:
+    summary = {"best_val_acc": acc, "best_val_loss": loss, "best_epoch": 3, "epochs_run": 5}
+    summary |= {"train_seconds": 60.0, "hardware": "cpu"}
+    history = [{"epoch": 1, "val_acc": acc, "epoch_time_s": 10.0}]
+    return RunResult(Path(f"{group}-s{seed}"), group, seed, summary, history)
+
+
+def test_variations_are_reported_against_their_parent() -> None:
+    runs = [
+        fake_run("optimized", 0, 0.80, 0.60),
+        fake_run("optimized", 1, 0.82, 0.58),
+        fake_run("optimized-no-wd", 0, 0.785, 0.65),
+        fake_run("optimized-no-wd-x", 0, 0.79, 0.64),
+        fake_run("baseline", 0, 0.70, 0.90),
+    ]
+    rows = summarise_groups(runs)
+    add_deltas(rows)
+    by_group = {r["group"]: r for r in rows}
+    assert by_group["optimized-no-wd"]["vs"] == "optimized"
+    assert by_group["optimized-no-wd"]["delta_val_acc"] == pytest.approx(-2.5)
+    assert by_group["optimized-no-wd"]["delta_val_loss"] == pytest.approx(0.06)
+    assert by_group["optimized-no-wd-x"]["vs"] == "optimized-no-wd"  # the closest parent
+    assert "vs" not in by_group["baseline"] and "vs" not in by_group["optimized"]
+    assert "| -2.50 pts / +0.0600 vs optimized |" in markdown_table(rows)
 
 
 def test_headline_plan_covers_seeds_and_ablations() -> None:
