@@ -18,6 +18,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,9 +28,10 @@ from torchvision import transforms
 
 from data import channel_stats
 from data.augment import BatchTransform
-from data.datasets import folder_image_set, synthetic_image_set
+from data.datasets import ImageSet, folder_image_set, synthetic_image_set
 from data.loader import InMemoryLoader
 from models import create_model
+from training.layout import apply_layout, probe_nchw_stages
 from training.loop import StepContext, predict, train_one_epoch
 from training.precision import faster_precision, time_training_step, wants_probe
 from training.schedule import LrSchedule
@@ -95,14 +97,16 @@ def repo_img_per_s(
     batch: int,
     steps: int,
     precision: str,
+    nchw_stages: list[str],
     compile_model: bool = False,
 ) -> tuple[float, float]:
-    """The repo's path: in-memory batches, batched augmentation, channels_last, autocast.
-    Returns (img/s over ``steps`` steps, seconds of the first step, compilation included)."""
+    """The repo's path: in-memory batches, batched augmentation, channels_last (but
+    ``nchw_stages``), autocast. Returns (img/s over ``steps`` steps, seconds of the first
+    step, compilation included)."""
     mean, std = channel_stats(images[:5000])
     transform = BatchTransform(mean, std, True, 4, None if size == 32 else size, True)
     loader = InMemoryLoader(images, labels, batch, shuffle=True)
-    model = create_model(num_classes=10, stem=stem).to(memory_format=torch.channels_last)
+    model = apply_layout(create_model(num_classes=10, stem=stem), nchw_stages)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True
     )
@@ -122,8 +126,10 @@ def repo_img_per_s(
     return steps * batch / (time.perf_counter() - start), first
 
 
-def repo_eval_img_per_s(images: torch.Tensor, stem: str, size: int, precision: str) -> float:
-    model = create_model(num_classes=10, stem=stem).to(memory_format=torch.channels_last)
+def repo_eval_img_per_s(
+    images: torch.Tensor, stem: str, size: int, precision: str, nchw_stages: list[str]
+) -> float:
+    model = apply_layout(create_model(num_classes=10, stem=stem), nchw_stages)
     transform = BatchTransform(
         [0.5] * 3, [0.25] * 3, output_size=None if size == 32 else size, channels_last=True
     )
@@ -169,43 +175,77 @@ def training_precision(requested: str, stem: str, size: int, batch: int) -> str:
     return faster_precision(timer)
 
 
+def time_alternating(runners: dict[str, Callable[[], float]], repeats: int) -> dict[str, list]:
+    """img/s of each runner, ``repeats`` times, in turn, so that machine noise hits all alike."""
+    timed: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            timed[name].append(runner())
+    return timed
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def measure_one(
+    args: argparse.Namespace, folder: Path, data: ImageSet, stem: str, size: int, peaks: dict
+) -> dict:
+    """One stem and input size: the reference against the repo (and, where the layout probe
+    moved stages to NCHW, against the repo in channels_last throughout)."""
+    precision = training_precision(args.precision, stem, size, args.batch)
+    steps = args.steps if stem == "imagenet" and size <= 64 else max(3, args.steps // 4)
+    nchw = probe_nchw_stages(
+        create_model(num_classes=10, stem=stem), size, min(args.batch, 64), precision
+    )
+
+    def repo(layout: list[str]) -> Callable[[], float]:
+        common = (data.images, data.labels, stem, size, args.batch, steps, precision)
+        return lambda: repo_img_per_s(*common, layout)[0]
+
+    runners = {
+        "reference": lambda: reference_img_per_s(folder, stem, size, args.batch, steps),
+        "repo": repo(nchw),
+    }
+    if nchw:
+        runners["repo_all_channels_last"] = repo([])
+    timed = time_alternating(runners, args.repeats)
+    gflop = training_gflop_per_image(stem, size)
+    repo_img_s = statistics.median(timed["repo"])
+    row = {
+        "stem": stem,
+        "size": size,
+        "steps": steps,
+        "precision": precision,
+        "nchw_stages": nchw,
+        "reference_img_s": round(statistics.median(timed["reference"]), 1),
+        "repo_img_s": round(repo_img_s, 1),
+        "ratio": round(median_ratio(timed["repo"], timed["reference"]), 2),
+        "repo_eval_img_s": round(repo_eval_img_per_s(data.images, stem, size, precision, nchw), 1),
+        "train_gflop_per_image": round(gflop, 3),
+        "repo_gflop_s": round(repo_img_s * gflop, 1),
+        "fraction_of_matmul_peak": round(repo_img_s * gflop / peaks[precision], 3),
+    }
+    if nchw:
+        row["layout_speedup"] = round(
+            median_ratio(timed["repo"], timed["repo_all_channels_last"]), 3
+        )
+    if args.compile:
+        compiled, warmup = repo_img_per_s(
+            data.images, data.labels, stem, size, args.batch, steps, precision, nchw, True
+        )
+        row["compiled_img_s"] = round(compiled, 1)
+        row["compile_warmup_s"] = round(warmup, 1)
+    return row
+
+
 def measure(args: argparse.Namespace, folder: Path) -> dict:
     data = folder_image_set(folder, None, Path(".cache/datasets"))
     peaks = {"bf16": matmul_peak_gflops(torch.bfloat16), "fp32": matmul_peak_gflops(torch.float32)}
     results = []
     for stem, size in itertools.product(args.stems, args.sizes):
-        precision = training_precision(args.precision, stem, size, args.batch)
-        peak = peaks[precision]
-        steps = args.steps if stem == "imagenet" and size <= 64 else max(3, args.steps // 4)
-        ref, repo = [], []
-        for _ in range(args.repeats):  # alternate so that machine noise hits both alike
-            ref.append(reference_img_per_s(folder, stem, size, args.batch, steps))
-            repo_speed, _ = repo_img_per_s(
-                data.images, data.labels, stem, size, args.batch, steps, precision
-            )
-            repo.append(repo_speed)
-        gflop = training_gflop_per_image(stem, size)
-        row = {
-            "stem": stem,
-            "size": size,
-            "steps": steps,
-            "precision": precision,
-            "reference_img_s": round(statistics.median(ref), 1),
-            "repo_img_s": round(statistics.median(repo), 1),
-            "ratio": round(statistics.median(r / p for r, p in zip(repo, ref, strict=True)), 2),
-            "repo_eval_img_s": round(repo_eval_img_per_s(data.images, stem, size, precision), 1),
-            "train_gflop_per_image": round(gflop, 3),
-        }
-        row["repo_gflop_s"] = round(row["repo_img_s"] * gflop, 1)
-        row["fraction_of_matmul_peak"] = round(row["repo_gflop_s"] / peak, 3)
-        if args.compile:
-            compiled, warmup = repo_img_per_s(
-                data.images, data.labels, stem, size, args.batch, steps, precision, True
-            )
-            row["compiled_img_s"] = round(compiled, 1)
-            row["compile_warmup_s"] = round(warmup, 1)
-        print(json.dumps(row), flush=True)
-        results.append(row)
+        results.append(measure_one(args, folder, data, stem, size, peaks))
+        print(json.dumps(results[-1]), flush=True)
     return {
         "hardware": describe_hardware(torch.device("cpu")),
         "batch_size": args.batch,
@@ -248,6 +288,11 @@ def main() -> None:
             f"reference {row['reference_img_s']:>7.1f} img/s, ratio {row['ratio']:.2f}x, "
             f"eval {row['repo_eval_img_s']:.0f} img/s, "
             f"{row['fraction_of_matmul_peak']:.0%} of peak{compiled}"
+            + (
+                f", NCHW {row['nchw_stages']}: {row['layout_speedup']}x"
+                if row["nchw_stages"]
+                else ""
+            )
         )
 
 

@@ -23,6 +23,7 @@ from evaluation.plots import (
     plot_training_curves,
 )
 from models import ResNet, create_model
+from training.layout import apply_layout
 from training.loop import predict
 from utils.config import config_from_dict
 from utils.device import autocast_factory, resolve_device, resolve_precision
@@ -33,10 +34,13 @@ MISCLASSIFIED_SHOWN = 24
 
 
 def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: bool) -> ResNet:
+    """The checkpoint's model on ``device``, in the memory layout it trained in."""
     model = create_model(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
     model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    if not channels_last:
+        return model
+    return apply_layout(model, checkpoint.get("run_state", {}).get("nchw_stages") or [])
 
 
 def eval_precision(checkpoint: dict[str, Any], device: torch.device) -> str:

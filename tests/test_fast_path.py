@@ -1,12 +1,18 @@
 """The fast path (batched tensor transforms, channels_last) computes what the textbook path does."""
 
+import copy
+
+import pytest
 import torch
 import torchvision
+from torch import nn
 from torchvision import transforms
 
+import training.layout
 from data.augment import BatchTransform
 from data.datasets import synthetic_image_set
 from models import create_model
+from training.layout import STAGES, apply_layout, probe_nchw_stages
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
 
@@ -40,3 +46,39 @@ def test_upsampled_input_matches_torchvision_resize() -> None:
         transforms.functional.resize(images.float() / 255, [64, 64], antialias=True)
     )
     assert torch.allclose(fast, plain, atol=1e-5)
+
+
+def test_stages_in_nchw_compute_the_same_logits_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = create_model(num_classes=10, stem="cifar").train()
+    everywhere = apply_layout(copy.deepcopy(model), [])
+    mixed = apply_layout(copy.deepcopy(model), ["layer3", "layer4"])
+    assert mixed.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert mixed.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert mixed.layer4[0].conv1.weight.is_contiguous()  # the NCHW stages really are
+    inputs = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for net in (everywhere, mixed):
+        logits = net(inputs)
+        nn.functional.cross_entropy(logits, torch.arange(8)).backward()
+        grads = [net.layer1[0].conv1.weight.grad, net.layer4[1].conv2.weight.grad]
+        outputs.append([logits, *grads, net.fc.weight.grad])
+    for ours, reference in zip(outputs[1], outputs[0], strict=True):
+        assert (ours - reference).norm() <= 1e-4 * reference.norm()
+
+
+def test_layout_probe_moves_only_clearly_faster_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    # seconds per pass in (channels_last, NCHW): layer4 clearly faster in NCHW, layer3 barely
+    fake = {"layer1": (1.0, 1.3), "layer2": (1.0, 1.0), "layer3": (1.1, 1.0), "layer4": (1.3, 1.0)}
+    seen = {}
+
+    def seconds(stage: torch.nn.Module, shape: list[int], channels_last: bool, _p: str) -> float:
+        name = next(n for n in STAGES if getattr(model, n) is stage)
+        seen[name] = shape
+        return fake[name][0 if channels_last else 1]
+
+    monkeypatch.setattr(training.layout, "seconds_per_pass", seconds)
+    model = create_model(num_classes=10, stem="cifar")
+    assert probe_nchw_stages(model, 32, 64, "fp32") == ["layer4"]
+    assert seen["layer1"] == [64, 64, 32, 32] and seen["layer4"] == [64, 256, 8, 8]
+    assert model.training  # the shape pass left the model as it found it

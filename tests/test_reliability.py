@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import data.loader
+import training.trainer
 import utils.checkpoint
 from data.datasets import folder_image_set
 from tests.conftest import REPO, run_script, tiny_config
@@ -72,6 +73,19 @@ def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path: Path) -> None:
     split = load_checkpoint(tmp_path / "split" / "last.pt")
     assert split["epoch"] == 4
     assert_same_training_state(straight, split)
+
+
+def test_resume_keeps_the_timed_stage_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("optimized", tmp_path, "train.layout_probe=true")
+    monkeypatch.setattr(training.trainer, "probe_nchw_stages", lambda *_: ["layer4"])
+    fit(cfg, tmp_path / "run", stop_after_epochs=1)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["run_state"]["nchw_stages"] == ["layer4"]
+    monkeypatch.setattr(training.trainer, "probe_nchw_stages", lambda *_: ["layer1"])
+    assert fit(cfg, tmp_path / "run", checkpoint).nchw_stages == ["layer4"]
+    assert fit(cfg, tmp_path / "new").nchw_stages == ["layer1"]  # a new run times afresh
 
 
 def test_signal_mid_epoch_saves_and_resumes_same_sample_order(

@@ -33,6 +33,7 @@ class RunState:
     train_seconds: float = 0.0
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
     precision: str | None = None  # chosen at the start, kept on resume
+    nchw_stages: list[str] | None = None  # likewise (training/layout.py)
 
 
 def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from models import create_model
 from training.distributed import Distributed, init_distributed
 from training.early_stopping import EarlyStopping
 from training.interrupt import StopOnSignal, TrainingInterruptedError
+from training.layout import STAGES, apply_layout, probe_nchw_stages
 from training.loop import (
     EpochStats,
     NonFiniteLossError,
@@ -68,6 +69,7 @@ class Run:
     dist: Distributed
     device: torch.device
     precision: str
+    nchw_stages: list[str]  # with channels_last: the stages kept in NCHW
     data: DataBundle
     model: nn.Module  # unwrapped: what checkpoints store and validation runs
     optimizer: torch.optim.Optimizer
@@ -86,9 +88,16 @@ class Run:
             save_checkpoint(payload, self.run_dir / "best.pt")
 
 
-def setup_run(cfg: Config, run_dir: Path, dist: Distributed, precision: str | None = None) -> Run:
+def setup_run(
+    cfg: Config,
+    run_dir: Path,
+    dist: Distributed,
+    precision: str | None = None,
+    nchw_stages: list[str] | None = None,
+) -> Run:
     """Device, data shard, model, optimiser, schedule and early stopping for ``cfg``;
-    ``precision`` is a resumed run's, else it is chosen (``training/precision.py``)."""
+    ``precision`` and ``nchw_stages`` are a resumed run's, else they are chosen by timing
+    (``training/precision.py``, ``training/layout.py``)."""
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
@@ -99,12 +108,16 @@ def setup_run(cfg: Config, run_dir: Path, dist: Distributed, precision: str | No
         cfg.data, cfg.train.seed, device, cfg.train.channels_last, dist.rank, dist.world_size
     )
     args = model_args(cfg.model, len(data.class_names))
+    side = cfg.data.image_size or data.train.image_side
     if precision is None:
-        side = cfg.data.image_size or data.train.image_side
         precision = pick_precision(cfg, device, dist, args, side)
     model = create_model(**args).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if not cfg.train.channels_last:
+        nchw_stages = []
+    else:
+        if nchw_stages is None:
+            nchw_stages = pick_nchw_stages(cfg, device, dist, model, side, precision)
+        model = apply_layout(model, nchw_stages)
     train_module = model
     if dist.enabled:
         if cfg.train.sync_batchnorm:
@@ -124,7 +137,9 @@ def setup_run(cfg: Config, run_dir: Path, dist: Distributed, precision: str | No
         all_finite=lambda loss: not dist.any(not bool(torch.isfinite(loss))),
     )
     stopper = EarlyStopping(**vars(cfg.early_stopping))
-    return Run(cfg, run_dir, dist, device, precision, data, model, optimizer, stopper, ctx)
+    return Run(
+        cfg, run_dir, dist, device, precision, nchw_stages, data, model, optimizer, stopper, ctx
+    )
 
 
 def pick_precision(
@@ -144,6 +159,24 @@ def pick_precision(
     return "bf16" if dist.broadcast_from_main(bf16) else "fp32"
 
 
+def pick_nchw_stages(
+    cfg: Config,
+    device: torch.device,
+    dist: Distributed,
+    model: nn.Module,
+    side: int,
+    precision: str,
+) -> list[str]:
+    """On CPU with ``train.layout_probe``, the stages rank 0 times faster in NCHW; every rank
+    takes its answer (parameter layouts must agree for gradient all-reduce)."""
+    if not cfg.train.layout_probe or device.type != "cpu":
+        return []
+    chosen: list[str] = []
+    if dist.is_main:
+        chosen = probe_nchw_stages(model, side, min(cfg.data.batch_size, 64), precision)
+    return [name for name in STAGES if dist.broadcast_from_main(name in chosen)]
+
+
 def fit(
     cfg: Config,
     run_dir: Path,
@@ -154,16 +187,17 @@ def fit(
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
     dist = init_distributed()
-    precision = None  # a new run chooses; a resumed one keeps what it trained in
+    precision = nchw_stages = None  # a new run chooses; a resumed one keeps its choice
     if checkpoint is not None:
+        nchw_stages = checkpoint["run_state"].get("nchw_stages")
         device = resolve_device(cfg.train.device)
         stored = checkpoint["run_state"].get("precision") or cfg.train.precision
         precision = resolve_precision(stored, device)  # fp16 from a GPU run is refused on CPU
-    run = setup_run(cfg, run_dir, dist, precision)
+    run = setup_run(cfg, run_dir, dist, precision, nchw_stages)
     state = RunState()
     if checkpoint is not None:
         state = restore(checkpoint, run.model, run.optimizer, run.stopper, run.ctx.scaler)
-    state.precision = run.precision
+    state.precision, state.nchw_stages = run.precision, run.nchw_stages
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = describe_hardware(run.device)

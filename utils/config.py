@@ -95,6 +95,9 @@ class TrainConfig:
     # probe shows it faster. Set it explicitly for bitwise-reproducible runs.
     precision: str = _choice("auto", "fp32", "bf16", "fp16")
     channels_last: bool = True
+    # on CPU, time each residual stage in channels_last and NCHW and keep NCHW where it is
+    # clearly faster (training/layout.py); false keeps channels_last everywhere
+    layout_probe: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
     nonfinite_loss: str = _choice("stop", "skip")
     sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
