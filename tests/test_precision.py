@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.trainer
+import training.setup
 import utils.device
 from models import create_model
 from tests.conftest import tiny_config
@@ -51,11 +51,11 @@ def test_choice_is_recorded_and_kept_on_resume(
         return "bf16"
 
     monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: True)
-    monkeypatch.setattr(training.trainer, "faster_precision", pretend_bf16_wins)
+    monkeypatch.setattr(training.setup, "faster_precision", pretend_bf16_wins)
     cfg = tiny_config("optimized", tmp_path, "train.epochs=2", "train.precision=auto")
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["precision"] == "bf16"
-    monkeypatch.setattr(training.trainer, "faster_precision", lambda _: "fp32")
+    monkeypatch.setattr(training.setup, "faster_precision", lambda _: "fp32")
     fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
     assert len(calls) == 1  # the resumed half did not choose again
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "bf16"

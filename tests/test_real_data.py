@@ -10,7 +10,8 @@ from data import create_data
 from models import create_model
 from training.loop import StepContext, evaluate_loss_accuracy, train_one_epoch
 from training.schedule import LrSchedule
-from training.trainer import build_optimizer, epoch_generator
+from training.setup import build_optimizer
+from training.trainer import epoch_generator
 from utils.config import load_config
 
 

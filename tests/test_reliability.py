@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import data.loader
-import training.trainer
+import training.setup
 import utils.checkpoint
 from data.datasets import folder_image_set
 from tests.conftest import REPO, run_script, tiny_config
@@ -79,11 +79,11 @@ def test_resume_keeps_the_timed_stage_layout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tiny_config("optimized", tmp_path, "train.layout_probe=true")
-    monkeypatch.setattr(training.trainer, "probe_nchw_stages", lambda *_: ["layer4"])
+    monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer4"])
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     assert checkpoint["run_state"]["nchw_stages"] == ["layer4"]
-    monkeypatch.setattr(training.trainer, "probe_nchw_stages", lambda *_: ["layer1"])
+    monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer1"])
     assert fit(cfg, tmp_path / "run", checkpoint).nchw_stages == ["layer4"]
     assert fit(cfg, tmp_path / "new").nchw_stages == ["layer1"]  # a new run times afresh
 

@@ -9,7 +9,8 @@ from models import create_model
 from tests.conftest import tiny_config
 from training.distributed import init_distributed
 from training.run_state import RunState, make_checkpoint, restore
-from training.trainer import fit, setup_run
+from training.setup import setup_run
+from training.trainer import fit
 from utils.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
 from utils.run_log import read_history
 

@@ -3,9 +3,10 @@
 channels_last is the faster layout for convolutions on GPUs and for most layers on CPUs. On
 CPUs, oneDNN's kernels for small maps with many channels can be faster in NCHW: here, the
 cifar stem's layer4 (512 channels at 4x4, bf16) trains faster in NCHW, which makes the
-whole step about 1.06x faster (benchmarks/throughput.py). So on CPU, each stage's forward + backward is timed in both
-layouts with its real input shape, and a stage leaves channels_last only when NCHW wins by
-``NCHW_MIN_SPEEDUP``. The choice is recorded in the run and kept on resume.
+whole step about 1.06x faster (benchmarks/throughput.py). So on CPU, each stage's forward
+and backward are timed in both layouts with its real input shape, and a stage leaves
+channels_last only when NCHW wins by ``NCHW_MIN_SPEEDUP``. The choice is recorded in the run
+and kept on resume.
 """
 
 from __future__ import annotations
