@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -175,7 +176,9 @@ def training_precision(requested: str, stem: str, size: int, batch: int) -> str:
     return faster_precision(timer)
 
 
-def time_alternating(runners: dict[str, Callable[[], float]], repeats: int) -> dict[str, list]:
+def time_alternating(
+    runners: dict[str, Callable[[], float]], repeats: int
+) -> dict[str, list[float]]:
     """img/s of each runner, ``repeats`` times, in turn, so that machine noise hits all alike."""
     timed: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
@@ -189,8 +192,13 @@ def median_ratio(a: list[float], b: list[float]) -> float:
 
 
 def measure_one(
-    args: argparse.Namespace, folder: Path, data: ImageSet, stem: str, size: int, peaks: dict
-) -> dict:
+    args: argparse.Namespace,
+    folder: Path,
+    data: ImageSet,
+    stem: str,
+    size: int,
+    peaks: dict[str, float],
+) -> dict[str, Any]:
     """One stem and input size: the reference against the repo (and, where the layout probe
     moved stages to NCHW, against the repo in channels_last throughout)."""
     precision = training_precision(args.precision, stem, size, args.batch)

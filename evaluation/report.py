@@ -40,7 +40,8 @@ def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: 
     model = model.to(device).eval()
     if not channels_last:
         return model
-    return apply_layout(model, checkpoint.get("run_state", {}).get("nchw_stages") or [])
+    nchw_stages = checkpoint.get("run_state", {}).get("nchw_stages") or []
+    return apply_layout(model, nchw_stages if device.type == "cpu" else [])
 
 
 def eval_precision(checkpoint: dict[str, Any], device: torch.device) -> str:

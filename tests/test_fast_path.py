@@ -52,10 +52,14 @@ def test_stages_in_nchw_compute_the_same_logits_and_gradients() -> None:
     torch.manual_seed(0)
     model = create_model(num_classes=10, stem="cifar").train()
     everywhere = apply_layout(copy.deepcopy(model), [])
-    mixed = apply_layout(copy.deepcopy(model), ["layer3", "layer4"])
-    assert mixed.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert mixed.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert mixed.layer4[0].conv1.weight.is_contiguous()  # the NCHW stages really are
+    mixed = copy.deepcopy(apply_layout(copy.deepcopy(model), ["layer2", "layer4"]))
+    mixed.load_state_dict(model.state_dict())  # the layout survives copies and loading
+    seen = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        conv = getattr(mixed, name)[0].conv1
+        conv.register_forward_pre_hook(
+            lambda _m, args, name=name: seen.__setitem__(name, args[0].is_contiguous())
+        )
     inputs = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     outputs = []
     for net in (everywhere, mixed):
@@ -63,6 +67,8 @@ def test_stages_in_nchw_compute_the_same_logits_and_gradients() -> None:
         nn.functional.cross_entropy(logits, torch.arange(8)).backward()
         grads = [net.layer1[0].conv1.weight.grad, net.layer4[1].conv2.weight.grad]
         outputs.append([logits, *grads, net.fc.weight.grad])
+    # NCHW inside layer2 and layer4 only: each NCHW stage hands channels_last on
+    assert seen == {"layer1": False, "layer2": True, "layer3": False, "layer4": True}
     for ours, reference in zip(outputs[1], outputs[0], strict=True):
         assert (ours - reference).norm() <= 1e-4 * reference.norm()
 

@@ -78,7 +78,7 @@ def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path: Path) -> None:
 def test_resume_keeps_the_timed_stage_layout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tiny_config("optimized", tmp_path, "train.layout_probe=true")
+    cfg = tiny_config("optimized", tmp_path, "train.layout_probe=true", "train.device=cpu")
     monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer4"])
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")

@@ -46,12 +46,14 @@ def stage_input_shapes(model: nn.Module, image_side: int, batch: int) -> dict[st
 def seconds_per_pass(
     stage: nn.Module, shape: list[int], channels_last: bool, precision: str
 ) -> float:
-    """Best-of-3 seconds of one forward + backward of a copy of ``stage``."""
+    """Best-of-3 seconds of one forward + backward of a copy of ``stage``, in channels_last
+    or in NCHW (with the conversions in and out that NCHW costs inside the network)."""
     device = _device_of(stage)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    stage = copy.deepcopy(stage).train().to(memory_format=fmt)
+    stage = copy.deepcopy(stage).train().to(memory_format=torch.channels_last)
+    if not channels_last:
+        _make_nchw(stage)
     with torch.random.fork_rng(devices=[]):  # leave the run's random stream untouched
-        inputs = torch.randn(shape, device=device).contiguous(memory_format=fmt)
+        inputs = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
     inputs.requires_grad_()  # as inside the network: the stage's input gradient is needed
     autocast = autocast_factory(precision, device)
     times = []
@@ -77,18 +79,27 @@ def probe_nchw_stages(model: nn.Module, image_side: int, batch: int, precision: 
     return faster
 
 
-def _to_nchw(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _input_to_nchw(_stage: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
     return (args[0].contiguous(),)
 
 
+def _output_to_channels_last(_stage: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous(memory_format=torch.channels_last)
+
+
 def apply_layout(model: nn.Module, nchw_stages: list[str]) -> nn.Module:
-    """channels_last for ``model``, NCHW for the named stages (their inputs converted on the
-    way in, gradients converted back by autograd)."""
+    """channels_last for ``model``, NCHW inside the named stages: their inputs are converted
+    on the way in and their outputs on the way out (autograd converts the gradients)."""
     model = model.to(memory_format=torch.channels_last)
     for name in nchw_stages:
-        stage = getattr(model, name).to(memory_format=torch.contiguous_format)
-        stage.register_forward_pre_hook(_to_nchw)
+        _make_nchw(getattr(model, name))
     return model
+
+
+def _make_nchw(stage: nn.Module) -> None:
+    stage.to(memory_format=torch.contiguous_format)
+    stage.register_forward_pre_hook(_input_to_nchw)
+    stage.register_forward_hook(_output_to_channels_last)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -94,11 +94,11 @@ def setup_run(
     if precision is None:
         precision = pick_precision(cfg, device, dist, args, side)
     model = create_model(**args).to(device)
-    if not cfg.train.channels_last:
-        nchw_stages = []
-    else:
-        if nchw_stages is None:
-            nchw_stages = pick_nchw_stages(cfg, device, dist, model, side, precision)
+    if not cfg.train.channels_last or device.type != "cpu":
+        nchw_stages = []  # the per-stage choice is a CPU one; a resumed run may move to a GPU
+    elif nchw_stages is None:
+        nchw_stages = pick_nchw_stages(cfg, device, dist, model, side, precision)
+    if cfg.train.channels_last:
         model = apply_layout(model, nchw_stages)
     train_module = model
     if dist.enabled:
@@ -151,7 +151,7 @@ def pick_nchw_stages(
 ) -> list[str]:
     """On CPU with ``train.layout_probe``, the stages rank 0 times faster in NCHW; every rank
     takes its answer (parameter layouts must agree for gradient all-reduce)."""
-    if not cfg.train.layout_probe or device.type != "cpu":
+    if not cfg.train.layout_probe:
         return []
     chosen: list[str] = []
     if dist.is_main:

@@ -49,7 +49,8 @@ def fit(
     dist = init_distributed()
     precision = nchw_stages = None  # a new run chooses; a resumed one keeps its choice
     if checkpoint is not None:
-        nchw_stages = checkpoint["run_state"].get("nchw_stages")
+        # checkpoints from before the layout probe trained in channels_last throughout
+        nchw_stages = checkpoint["run_state"].get("nchw_stages", [])
         device = resolve_device(cfg.train.device)
         stored = checkpoint["run_state"].get("precision") or cfg.train.precision
         precision = resolve_precision(stored, device)  # fp16 from a GPU run is refused on CPU
@@ -66,6 +67,7 @@ def fit(
         save_config(cfg, run_dir / "config.yaml")
         tqdm.write(
             f"run {run_dir} | {hardware} x{dist.world_size} | precision {run.precision} | "
+            f"{describe_layout(cfg.train.channels_last, run.nchw_stages)} | "
             f"{len(run.data.train.labels)} train / {len(run.data.val.labels)} val images"
         )
     first_epoch = state.epoch
@@ -198,6 +200,12 @@ def format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
     )
 
 
+def describe_layout(channels_last: bool, nchw_stages: list[str]) -> str:
+    if not channels_last:
+        return "NCHW"
+    return "channels_last" + (f" ({', '.join(nchw_stages)} NCHW)" if nchw_stages else "")
+
+
 def write_summary(state: RunState, run_dir: Path, hardware: str, precision: str) -> None:
     """Print the outcome and write it to ``summary.json`` for comparison tables."""
     summary = {
@@ -209,6 +217,7 @@ def write_summary(state: RunState, run_dir: Path, hardware: str, precision: str)
         "train_seconds": round(state.train_seconds, 1),
         "hardware": hardware,
         "precision": precision,
+        "nchw_stages": state.nchw_stages,
         "peak_rss_mib": peak_rss_mib(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

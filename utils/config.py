@@ -200,9 +200,7 @@ def _check_combinations(config: Config, source: str) -> None:
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Validate a plain mapping into a ``Config``; ``source`` names it in error messages."""
-    config = _build(Config, raw, source)
-    _check_combinations(config, source)
-    return config
+    return _build(Config, raw, source)
 
 
 def resolve_config_path(name: str) -> Path:
@@ -254,7 +252,9 @@ def load_config(name: str, overrides: typing.Sequence[str] = ()) -> Config:
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return config_from_dict(raw, str(path))
+    config = config_from_dict(raw, str(path))
+    _check_combinations(config, str(path))  # new runs only: stored configs stay loadable
+    return config
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
