@@ -23,6 +23,8 @@ import yaml
 from utils.errors import UserError
 from utils.run_log import read_history
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
 
 @dataclass
 class RunResult:
@@ -142,13 +144,24 @@ def _change(row: dict[str, Any]) -> str:
 
 
 def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Path:
-    """``key`` (val_loss or val_acc) against epoch, every run on one figure."""
+    """``key`` (val_loss or val_acc) against epoch, every run on one figure: one colour per
+    group, one line style per seed within it."""
     fig, ax = plt.subplots(figsize=(8, 5))
+    groups = list(dict.fromkeys(run.group for run in runs))
+    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    seen_in_group: dict[str, int] = {}
     for run in runs:
         epochs = [row["epoch"] for row in run.history]
         values = [row[key] * (100 if key.endswith("acc") else 1) for row in run.history]
-        ax.plot(epochs, values, marker="o", ms=2, lw=1.2, label=run.run_dir.name)
+        nth = seen_in_group[run.group] = seen_in_group.get(run.group, -1) + 1
+        style = LINE_STYLES[nth % len(LINE_STYLES)]
+        colour = colours(groups.index(run.group) % colours.N)
+        ax.plot(
+            epochs, values, style, color=colour, marker="o", ms=2, lw=1.2, label=run.run_dir.name
+        )
     ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} by epoch")
+    if key.endswith("loss"):  # an unstable first epoch can be 100x the rest
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.savefig(path, dpi=120, bbox_inches="tight")
