@@ -84,7 +84,8 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "wall_time_min": round(
                     statistics.fmean(m.summary["train_seconds"] for m in members) / 60, 1
                 ),
-                "hardware": members[0].summary["hardware"],
+                # " x1" (one process) is left out, as older runs did not write it
+                "hardware": members[0].summary["hardware"].removesuffix(" x1"),
                 "runs": [str(m.run_dir) for m in members],
             }
         )
