@@ -170,9 +170,7 @@ def training_precision(requested: str, stem: str, size: int, batch: int) -> str:
     cpu = torch.device("cpu")
     if not wants_probe(requested, cpu):
         return resolve_precision(requested, cpu)
-    timer = time_training_step(
-        lambda: create_model(num_classes=10, stem=stem), size, min(batch, 64), True
-    )
+    timer = time_training_step(lambda: create_model(num_classes=10, stem=stem), size, batch, True)
     return faster_precision(timer)
 
 
@@ -203,9 +201,7 @@ def measure_one(
     moved stages to NCHW, against the repo in channels_last throughout)."""
     precision = training_precision(args.precision, stem, size, args.batch)
     steps = args.steps if stem == "imagenet" and size <= 64 else max(3, args.steps // 4)
-    nchw = probe_nchw_stages(
-        create_model(num_classes=10, stem=stem), size, min(args.batch, 64), precision
-    )
+    nchw = probe_nchw_stages(create_model(num_classes=10, stem=stem), size, args.batch, precision)
 
     def repo(layout: list[str]) -> Callable[[], float]:
         common = (data.images, data.labels, stem, size, args.batch, steps, precision)

@@ -3,7 +3,7 @@
 channels_last is the faster layout for convolutions on GPUs and for most layers on CPUs. On
 CPUs, oneDNN's kernels for small maps with many channels can be faster in NCHW: here, the
 cifar stem's layer4 (512 channels at 4x4, bf16) trains faster in NCHW, which makes the
-whole step about 1.06x faster (benchmarks/throughput.py). So on CPU, each stage's forward
+whole step about 1.04-1.06x faster (benchmarks/throughput.py). So on CPU, each stage's forward
 and backward are timed in both layouts with its real input shape, and a stage leaves
 channels_last only when NCHW wins by ``NCHW_MIN_SPEEDUP``. The choice is recorded in the run
 and kept on resume.
@@ -12,11 +12,11 @@ and kept on resume.
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch import nn
 
+from training.timing import PROBE_MAX_BATCH, best_seconds
 from utils.device import autocast_factory
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -56,19 +56,19 @@ def seconds_per_pass(
         inputs = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
     inputs.requires_grad_()  # as inside the network: the stage's input gradient is needed
     autocast = autocast_factory(precision, device)
-    times = []
-    for _ in range(4):  # the first pass sets up kernels and is not counted
-        start = time.perf_counter()
+
+    def one_pass() -> None:
         with autocast():
             output = stage(inputs)
         output.float().sum().backward()
-        times.append(time.perf_counter() - start)
-    return min(times[1:])
+
+    return best_seconds(one_pass)
 
 
 def probe_nchw_stages(model: nn.Module, image_side: int, batch: int, precision: str) -> list[str]:
-    """The stages that train at least ``NCHW_MIN_SPEEDUP`` times faster in NCHW."""
-    shapes = stage_input_shapes(model, image_side, batch)
+    """The stages that train at least ``NCHW_MIN_SPEEDUP`` times faster in NCHW, timed on at
+    most ``PROBE_MAX_BATCH`` images."""
+    shapes = stage_input_shapes(model, image_side, min(batch, PROBE_MAX_BATCH))
     faster = []
     for name in STAGES:
         stage = getattr(model, name)

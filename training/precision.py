@@ -8,12 +8,12 @@ actual model and input size decide; bf16 must win clearly, since fp32 is the mor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from training.timing import PROBE_MAX_BATCH, best_seconds
 from utils.device import autocast_factory, resolve_precision
 
 BF16_MIN_SPEEDUP = 1.1
@@ -23,13 +23,16 @@ StepTimer = Callable[[str], float]
 def time_training_step(
     make_model: Callable[[], nn.Module], image_size: int, batch: int, channels_last: bool
 ) -> StepTimer:
-    """A function giving the best-of-3 seconds of one forward + backward in a precision."""
+    """A function giving the best-of-3 seconds of one forward + backward in a precision, on
+    at most ``PROBE_MAX_BATCH`` images."""
+    batch = min(batch, PROBE_MAX_BATCH)
 
     def seconds(precision: str) -> float:
-        with torch.random.fork_rng(devices=[]):  # leave the run's random stream untouched
-            return _best_of_three(precision)
+        # model init, inputs and dropout draw random numbers: leave the run's stream untouched
+        with torch.random.fork_rng(devices=[]):
+            return _seconds(precision)
 
-    def _best_of_three(precision: str) -> float:
+    def _seconds(precision: str) -> float:
         model = make_model().train()
         inputs = torch.randn(batch, 3, image_size, image_size)
         if channels_last:
@@ -37,14 +40,13 @@ def time_training_step(
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         labels = torch.zeros(batch, dtype=torch.long)
         autocast = autocast_factory(precision, torch.device("cpu"))
-        times = []
-        for _ in range(4):  # the first pass sets up kernels and is not counted
-            start = time.perf_counter()
+
+        def one_pass() -> None:
             with autocast():
                 loss = nn.functional.cross_entropy(model(inputs), labels)
             loss.backward()
-            times.append(time.perf_counter() - start)
-        return min(times[1:])
+
+        return best_seconds(one_pass)
 
     return seconds
 

@@ -97,7 +97,7 @@ def setup_run(
     if not cfg.train.channels_last or device.type != "cpu":
         nchw_stages = []  # the per-stage choice is a CPU one; a resumed run may move to a GPU
     elif nchw_stages is None:
-        nchw_stages = pick_nchw_stages(cfg, device, dist, model, side, precision)
+        nchw_stages = pick_nchw_stages(cfg, dist, model, side, precision)
     if cfg.train.channels_last:
         model = apply_layout(model, nchw_stages)
     train_module = model
@@ -133,27 +133,21 @@ def pick_precision(
         return resolve_precision(cfg.train.precision, device)
     bf16 = False
     if dist.is_main:
-        batch = min(cfg.data.batch_size, 64)
         timer = time_training_step(
-            lambda: create_model(**args), side, batch, cfg.train.channels_last
+            lambda: create_model(**args), side, cfg.data.batch_size, cfg.train.channels_last
         )
         bf16 = faster_precision(timer) == "bf16"
     return "bf16" if dist.broadcast_from_main(bf16) else "fp32"
 
 
 def pick_nchw_stages(
-    cfg: Config,
-    device: torch.device,
-    dist: Distributed,
-    model: nn.Module,
-    side: int,
-    precision: str,
+    cfg: Config, dist: Distributed, model: nn.Module, side: int, precision: str
 ) -> list[str]:
-    """On CPU with ``train.layout_probe``, the stages rank 0 times faster in NCHW; every rank
-    takes its answer (parameter layouts must agree for gradient all-reduce)."""
+    """With ``train.layout_probe`` (called on CPU), the stages rank 0 times faster in NCHW;
+    every rank takes its answer (parameter layouts must agree for gradient all-reduce)."""
     if not cfg.train.layout_probe:
         return []
     chosen: list[str] = []
     if dist.is_main:
-        chosen = probe_nchw_stages(model, side, min(cfg.data.batch_size, 64), precision)
+        chosen = probe_nchw_stages(model, side, cfg.data.batch_size, precision)
     return [name for name in STAGES if dist.broadcast_from_main(name in chosen)]
