@@ -1,6 +1,8 @@
 """Run a list of trainings one after another; a killed sweep continues where it stopped.
 
     python -m experiments.sweep experiments/headline.yaml --data-root ../shared/data/cifar10-jpg
+    python -m experiments.sweep experiments/headline.yaml --only optimized-no-wd   # one row
+    python -m experiments.sweep experiments/headline.yaml --print   # the train.py commands
 
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
@@ -11,6 +13,7 @@ trainings on the same CPU cores slow each other down far more than twice.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,23 +32,52 @@ class PlannedRun:
 
 
 def read_plan(path: Path) -> list[PlannedRun]:
+    """The runs of a plan file; a missing file or a malformed entry stops with a message."""
+    if not path.is_file():
+        raise SystemExit(f"plan {path} not found")
     raw = yaml.safe_load(path.read_text())
-    runs = [PlannedRun(r["name"], r["config"], list(r.get("set", []))) for r in raw["runs"]]
+    entries = raw.get("runs") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SystemExit(f"{path}: expected 'runs:' with a list of {{name, config, set}}")
+    runs = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not {"name", "config"} <= entry.keys():
+            raise SystemExit(f"{path}: every run needs a name and a config, got {entry!r}")
+        overrides = list(entry.get("set", []))
+        runs.append(PlannedRun(str(entry["name"]), str(entry["config"]), overrides))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: run names must be unique")
     return runs
 
 
+def select_runs(plan: list[PlannedRun], only: list[str] | None) -> list[PlannedRun]:
+    """The runs named in ``only`` (all when None), in plan order; an unknown name is an error."""
+    if not only:
+        return plan
+    unknown = sorted(set(only) - {run.name for run in plan})
+    if unknown:
+        known = ", ".join(run.name for run in plan)
+        raise SystemExit(f"not in the plan: {', '.join(unknown)} (the plan has {known})")
+    return [run for run in plan if run.name in only]
+
+
+def config_arguments(run: PlannedRun, output_dir: Path) -> list[str]:
+    """train.py's arguments that start ``run`` from its config, into ``output_dir/<name>``."""
+    arguments = ["--config", run.config, "--run-name", run.name]
+    arguments += ["--set", f"output_dir={output_dir}"]
+    for assignment in run.overrides:
+        arguments += ["--set", assignment]
+    return arguments
+
+
 def train_command(run: PlannedRun, run_dir: Path, data_root: str | None) -> list[str]:
     """The train.py call that starts, or resumes, ``run``."""
+    command = [sys.executable, str(REPO / "train.py")]
     if (run_dir / "last.pt").is_file():
-        command = [sys.executable, str(REPO / "train.py"), "--resume", str(run_dir)]
+        command += ["--resume", str(run_dir)]
     else:
-        command = [sys.executable, str(REPO / "train.py"), "--config", run.config]
-        command += ["--run-name", run.name, "--set", f"output_dir={run_dir.parent}"]
-        for assignment in run.overrides:
-            command += ["--set", assignment]
+        command += config_arguments(run, run_dir.parent)
     if data_root:
         command += ["--data-root", data_root]
     return command
@@ -72,10 +104,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("plan", type=Path, help="a sweep plan (YAML)")
-    parser.add_argument("--output-dir", type=Path, default=REPO / "checkpoints")
+    parser.add_argument("--output-dir", type=Path, default=Path("checkpoints"))
     parser.add_argument("--data-root", help="passed to every train.py call")
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this row (repeatable)"
+    )
+    parser.add_argument(
+        "--print", action="store_true", help="print the train.py commands instead of running"
+    )
     args = parser.parse_args()
-    failures = run_sweep(read_plan(args.plan), args.output_dir, args.data_root)
+    plan = select_runs(read_plan(args.plan), args.only)
+    if args.print:
+        for run in plan:  # as run from the repository root, whatever has been done so far
+            extra = ["--data-root", args.data_root] if args.data_root else []
+            arguments = config_arguments(run, args.output_dir) + extra
+            print(shlex.join(["python", "train.py", *arguments]))
+        return
+    failures = run_sweep(plan, args.output_dir.resolve(), args.data_root)
     sys.exit(1 if failures else 0)
 
 

@@ -1,12 +1,14 @@
 """The sweep runner and the compare command, on tiny synthetic runs."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from evaluation.compare import RunResult, add_deltas, compare_runs, markdown_table, summarise_groups
-from experiments.sweep import PlannedRun, read_plan, run_sweep, train_command
+from experiments import sweep
+from experiments.sweep import PlannedRun, read_plan, run_sweep, select_runs, train_command
 from utils.config import load_config
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
@@ -74,6 +76,45 @@ def test_headline_plan_covers_seeds_and_ablations() -> None:
     names = {run.name for run in plan}
     assert {"baseline-s0", "baseline-s2", "optimized-s0", "optimized-s2"} <= names
     assert len(names) == 14
+
+
+def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
+    plan = [PlannedRun(name, "smoke.yaml") for name in ("a", "b", "c")]
+    assert [run.name for run in select_runs(plan, ["c", "a"])] == ["a", "c"]
+    assert select_runs(plan, None) == plan
+    with pytest.raises(SystemExit, match="not in the plan: x"):
+        select_runs(plan, ["b", "x"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "runs: []",
+        "- a\n- b",
+        "runs:\n  - {name: a}",
+        "runs:\n  - {name: a, config: x.yaml}\n  - {name: a, config: y.yaml}",
+    ],
+)
+def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit, match=r"plan\.yaml"):
+        read_plan(path)
+    with pytest.raises(SystemExit, match="not found"):
+        read_plan(tmp_path / "missing.yaml")
+
+
+def test_print_gives_the_command_of_each_selected_row(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan = Path(__file__).parent.parent / "experiments" / "headline.yaml"
+    argv = ["sweep", str(plan), "--print", "--only", "optimized-no-wd", "--data-root", "d"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        sweep.main()
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("python train.py --config optimized.yaml --run-name optimized-no-wd")
+    assert "--set optim.weight_decay=0" in line and line.endswith("--data-root d")
 
 
 @pytest.mark.parametrize(
