@@ -3,6 +3,7 @@
 python evaluate.py --ckpt best.pt                       # newest run's best.pt, val split
 python evaluate.py --ckpt checkpoints/<run>/best.pt --split test
 python evaluate.py --ckpt best.pt --image-folder path/to/images   # any <class>/* tree
+python evaluate.py --ckpt best.pt --flip-tta            # also classify mirror images
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         help="where to write metrics.json and plots (default: <run>/eval-<split>)",
     )
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="average each prediction with that of the mirrored image (test-time augmentation)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     parser.add_argument(
         "--runs-dir",
@@ -70,6 +76,7 @@ def main() -> None:
         args.image_folder,
         args.output_dir,
         args.device,
+        args.flip_tta,
     )
     print(format_report(report))
 

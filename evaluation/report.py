@@ -55,11 +55,17 @@ def eval_precision(checkpoint: dict[str, Any], device: torch.device) -> str:
 
 
 def run_predictions(
-    model: ResNet, loader: Loader, transform: BatchTransform, precision: str, device: torch.device
+    model: ResNet,
+    loader: Loader,
+    transform: BatchTransform,
+    precision: str,
+    device: torch.device,
+    flip_tta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,), on the CPU."""
     autocast = autocast_factory(precision, device)
-    outputs = list(predict(model, loader.batches(), transform, autocast, len(loader)))
+    batches = loader.batches()
+    outputs = list(predict(model, batches, transform, autocast, len(loader), flip_tta=flip_tta))
     logits = torch.cat([logit for logit, _ in outputs]).cpu()
     labels = torch.cat([label for _, label in outputs]).cpu()
     return logits, labels
@@ -107,8 +113,13 @@ def evaluate_checkpoint(
     image_folder: Path | None = None,
     out_dir: Path | None = None,
     device_name: str = "auto",
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report."""
+    """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report.
+
+    ``flip_tta`` averages each image's prediction with its mirror image's (test-time
+    augmentation); the report says so, since the numbers then differ from training's.
+    """
     cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
@@ -137,7 +148,7 @@ def evaluate_checkpoint(
     )
     model = load_model(checkpoint, device, channels_last)
     precision = eval_precision(checkpoint, device)
-    logits, labels = run_predictions(model, loader, transform, precision, device)
+    logits, labels = run_predictions(model, loader, transform, precision, device, flip_tta)
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),
@@ -146,6 +157,7 @@ def evaluate_checkpoint(
             image_folder or ("synthetic" if cfg.data.dataset == "synthetic" else cfg.data.root)
         ),
         "epoch": checkpoint["epoch"],
+        "flip_tta": flip_tta,
         **classification_metrics(logits, labels, class_names),
     }
     out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
@@ -161,8 +173,9 @@ def evaluate_checkpoint(
 
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable summary table of a report."""
+    tta = " with flip test-time augmentation" if report.get("flip_tta") else ""
     lines = [
-        f"{report['split']} set: {report['num_samples']} images ({report['data']})",
+        f"{report['split']} set{tta}: {report['num_samples']} images ({report['data']})",
         f"accuracy {report['accuracy']:.4f} | loss {report['loss']:.4f} | "
         f"top-5 {report['top5_accuracy']:.4f} | macro F1 {report['macro_f1']:.4f}",
         f"{'class':<16}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}",

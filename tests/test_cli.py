@@ -33,6 +33,16 @@ def test_train_then_evaluate_bare_best_pt(smoke_run: Path) -> None:
         "misclassified.png",
         "training_curves.png",
     }
+    assert report["flip_tta"] is False
+
+
+def test_evaluate_with_flip_tta_says_so(smoke_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tta"
+    proc = run_script(
+        "evaluate.py", "--ckpt", "best.pt", "--flip-tta", "--output-dir", str(out), cwd=smoke_run
+    )
+    assert "val set with flip test-time augmentation: 80 images" in proc.stdout
+    assert json.loads((out / "metrics.json").read_text())["flip_tta"] is True
 
 
 def test_resume_of_finished_run_adds_epochs(smoke_run: Path) -> None:

@@ -1,3 +1,4 @@
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -5,9 +6,11 @@ import torch
 from PIL import Image
 
 import evaluation.report
+from data.augment import BatchTransform
 from models import create_model
 from tests.conftest import tiny_config
 from training.distributed import init_distributed
+from training.loop import predict
 from training.run_state import RunState, make_checkpoint, restore
 from training.setup import setup_run
 from training.trainer import fit
@@ -76,3 +79,27 @@ def test_image_folder_is_evaluated_at_the_training_side(
         out_dir=tmp_path / "eval",
     )
     assert sides == [32] and report["num_samples"] == 10
+
+
+def test_flip_tta_averages_each_image_with_its_mirror() -> None:
+    torch.manual_seed(0)
+    model = create_model(num_classes=4, stem="cifar")
+    transform = BatchTransform([0.5] * 3, [0.25] * 3)
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.zeros(6, dtype=torch.int64)
+
+    def logits(batch: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+        batches = [(batch, labels)]
+        (out, _), *_ = predict(
+            model, batches, transform, nullcontext, progress=False, flip_tta=flip_tta
+        )
+        return out
+
+    averaged = (logits(images).softmax(1) + logits(images.flip(3)).softmax(1)) / 2
+    assert torch.allclose(logits(images, flip_tta=True).softmax(1), averaged, atol=1e-6)
+    assert not torch.allclose(logits(images, flip_tta=True), logits(images), atol=1e-3)
+    # an image that is its own mirror is classified as without augmentation
+    symmetric = torch.cat([images[..., :8], images[..., :8].flip(3)], dim=3)
+    assert torch.allclose(
+        logits(symmetric, True).softmax(1), logits(symmetric).softmax(1), atol=1e-6
+    )
