@@ -121,6 +121,7 @@ def make_transforms(
         cfg.crop_padding,
         cfg.image_size,
         channels_last=channels_last,
+        cutout=cfg.cutout,
     )
     evaluation = BatchTransform(mean, std, output_size=cfg.image_size, channels_last=channels_last)
     return train, evaluation

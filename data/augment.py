@@ -2,8 +2,9 @@
 
 ``BatchTransform`` does per sample what torchvision's ``RandomCrop(size, padding)`` and
 ``RandomHorizontalFlip()`` do, but for a whole batch at once in a few tensor operations, then
-converts to float, normalises and (optionally) resizes. Randomness comes from an explicit
-``torch.Generator`` so that runs and resumes are reproducible.
+converts to float, normalises, optionally blanks a square per image (cutout) and resizes.
+Randomness comes from an explicit ``torch.Generator`` so that runs and resumes are
+reproducible.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def random_cutout(images: Tensor, size: int, gen: torch.Generator) -> Tensor:
+    """Zero a ``size`` x ``size`` square in each image (DeVries & Taylor, 2017, "Cutout").
+
+    images: (N, C, H, W) float, normalised, so zero is the data set's mean colour. Each square
+    is centred on a uniformly drawn pixel and clipped at the borders, so it can be partly outside.
+    """
+    n, _, h, w = images.shape
+    centres = torch.stack(
+        [torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)]
+    )
+    start = (centres - size // 2).to(images.device)  # (2, N): first row, first column
+    rows = torch.arange(h, device=images.device) - start[0, :, None]  # (N, H)
+    cols = torch.arange(w, device=images.device) - start[1, :, None]  # (N, W)
+    in_rows = (rows >= 0) & (rows < size)
+    in_cols = (cols >= 0) & (cols < size)
+    return images.masked_fill(in_rows[:, None, :, None] & in_cols[:, None, None, :], 0.0)
+
+
 class BatchTransform:
     """uint8 (N, 3, H, W) -> normalised float (N, 3, S, S), with optional augmentation."""
 
@@ -46,9 +65,11 @@ class BatchTransform:
         crop_padding: int = 0,
         output_size: int | None = None,
         channels_last: bool = False,
+        cutout: int = 0,
     ) -> None:
         self.hflip = hflip
         self.crop_padding = crop_padding
+        self.cutout = cutout
         self.output_size = output_size
         self.channels_last = channels_last
         # x / 255 normalised is x * scale + shift, computed in one fused multiply-add.
@@ -58,7 +79,7 @@ class BatchTransform:
 
     @property
     def augments(self) -> bool:
-        return self.hflip or self.crop_padding > 0
+        return self.hflip or self.crop_padding > 0 or self.cutout > 0
 
     def __call__(self, images: Tensor, gen: torch.Generator | None = None) -> Tensor:
         if self.augments:
@@ -70,6 +91,8 @@ class BatchTransform:
                 images = random_hflip(images, gen)
         scale, shift = self.scale.to(images.device), self.shift.to(images.device)
         out = torch.addcmul(shift, images.float(), scale)
+        if self.cutout:
+            out = random_cutout(out, self.cutout, gen)
         if self.output_size is not None and out.shape[-1] != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", antialias=True)
         if self.channels_last:

@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from data import carve_validation, channel_stats, load_image_set, make_transforms
-from data.augment import BatchTransform, random_crop, random_hflip
+from data.augment import BatchTransform, random_crop, random_cutout, random_hflip
 from data.datasets import cifar_image_set, folder_image_set, synthetic_image_set
 from data.loader import InMemoryLoader
 from data.split import split_indices
@@ -56,6 +56,37 @@ def test_horizontal_flip_rate_is_half() -> None:
     flipped = out[:, 1, 0, 0] == 10 + 31
     assert torch.all(flipped | (out[:, 1, 0, 0] == 10))
     assert abs(flipped.double().mean().item() - 0.5) < 0.015  # ~4.2 standard errors
+
+
+def test_cutout_blanks_one_clipped_square_per_image() -> None:
+    n, size = 4_000, 8
+    images = torch.ones(n, 3, 32, 32)
+    out = random_cutout(images, size, torch.Generator().manual_seed(0))
+    blanked = out == 0
+    assert torch.equal(blanked[:, 0], blanked[:, 2])  # every channel, the same square
+    rows, cols = blanked[:, 0].any(2), blanked[:, 0].any(1)  # (N, 32) each
+    assert torch.equal(blanked[:, 0], rows[:, :, None] & cols[:, None, :])  # a rectangle
+    heights, widths = rows.sum(1), cols.sum(1)
+    assert heights.max() == size and widths.max() == size and heights.min() >= size // 2
+    # centres uniform over the image: a full square when the centre is 4..28 along each axis
+    full = ((heights == size) & (widths == size)).double().mean().item()
+    assert abs(full - (25 / 32) ** 2) < 0.03
+    assert torch.equal(out[~blanked], images[~blanked])
+
+
+def test_cutout_is_reproducible_and_leaves_other_augmentation_unchanged() -> None:
+    images = synthetic_image_set(64, 4).images
+    plain = BatchTransform([0.5] * 3, [0.25] * 3, True, 4)
+    cut = BatchTransform([0.5] * 3, [0.25] * 3, True, 4, cutout=12)
+    first = cut(images, torch.Generator().manual_seed(5))
+    assert torch.equal(first, cut(images, torch.Generator().manual_seed(5)))
+    without = plain(images, torch.Generator().manual_seed(5))
+    kept = first != 0  # crop and flip draw first, so they match the run without cutout
+    assert torch.equal(first[kept], without[kept]) and (~kept).any()
+    cfg = load_config("optimized", ["data.cutout=12"]).data
+    train_tf, eval_tf = make_transforms(cfg, [0.5] * 3, [0.25] * 3, False)
+    assert train_tf.cutout == 12 and eval_tf.cutout == 0
+    assert load_config("optimized").data.cutout == 0
 
 
 def test_augmentation_applied_in_optimized_absent_in_baseline() -> None:

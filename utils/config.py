@@ -42,6 +42,7 @@ class DataConfig:
     eval_batch_size: int = _range(512, 1)
     hflip: bool = False
     crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
+    cutout: int = _range(0, 0, 1024)  # side of a square blanked per training image; 0: off
     download: bool = True
     loader: str = _choice("auto", "memory", "stream")  # auto: stream above memory_limit_gb
     memory_limit_gb: float = _range(4.0, 0.0)  # decoded size above which auto streams
