@@ -100,6 +100,9 @@ def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(SystemExit, match=r"plan\.yaml"):
         read_plan(path)
+
+
+def test_missing_plan_stops_with_a_message(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="not found"):
         read_plan(tmp_path / "missing.yaml")
 
