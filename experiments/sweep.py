@@ -3,6 +3,7 @@
     python -m experiments.sweep experiments/headline.yaml --data-root ../shared/data/cifar10-jpg
     python -m experiments.sweep experiments/headline.yaml --only optimized-no-wd   # one row
     python -m experiments.sweep experiments/headline.yaml --print   # the train.py commands
+    python -m experiments.sweep experiments/headline.yaml --set train.precision=fp32   # every row
 
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
@@ -16,7 +17,7 @@ import argparse
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,12 @@ def select_runs(plan: list[PlannedRun], only: list[str] | None) -> list[PlannedR
         known = ", ".join(run.name for run in plan)
         raise SystemExit(f"not in the plan: {', '.join(unknown)} (the plan has {known})")
     return [run for run in plan if run.name in only]
+
+
+def with_overrides(plan: list[PlannedRun], assignments: list[str]) -> list[PlannedRun]:
+    """Every run with ``assignments`` after its own overrides, so they win: e.g. the precision
+    a plan pins, on a machine where it is slow. A run being resumed keeps its stored config."""
+    return [replace(run, overrides=[*run.overrides, *assignments]) for run in plan]
 
 
 def config_arguments(run: PlannedRun, output_dir: Path) -> list[str]:
@@ -110,10 +117,17 @@ def main() -> None:
         "--only", action="append", metavar="NAME", help="run only this row (repeatable)"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for every row, after the plan's own (repeatable)",
+    )
+    parser.add_argument(
         "--print", action="store_true", help="print the train.py commands instead of running"
     )
     args = parser.parse_args()
-    plan = select_runs(read_plan(args.plan), args.only)
+    plan = with_overrides(select_runs(read_plan(args.plan), args.only), args.set)
     if args.print:
         for run in plan:  # as run from the repository root, whatever has been done so far
             extra = ["--data-root", args.data_root] if args.data_root else []

@@ -8,7 +8,14 @@ import pytest
 
 from evaluation.compare import RunResult, add_deltas, compare_runs, markdown_table, summarise_groups
 from experiments import sweep
-from experiments.sweep import PlannedRun, read_plan, run_sweep, select_runs, train_command
+from experiments.sweep import (
+    PlannedRun,
+    read_plan,
+    run_sweep,
+    select_runs,
+    train_command,
+    with_overrides,
+)
 from utils.config import load_config
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
@@ -118,6 +125,22 @@ def test_print_gives_the_command_of_each_selected_row(
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("python train.py --config optimized.yaml --run-name optimized-no-wd")
     assert "--set optim.weight_decay=0" in line and line.endswith("--data-root d")
+
+
+def test_set_overrides_every_row_after_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = Path(__file__).parent.parent / "experiments" / "headline.yaml"
+    argv = ["sweep", str(plan), "--print", "--only", "baseline-es", "--only", "optimized-s1"]
+    argv += ["--set", "train.precision=fp32"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        sweep.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("train.precision=bf16" in line for line in lines)
+    for run in with_overrides(select_runs(read_plan(plan), ["baseline-es"]), ["train.seed=7"]):
+        assert run.overrides[-1] == "train.seed=7"
+    for line in lines:  # the plan pins bf16; the later fp32 wins
+        overrides = [arg for arg in line.split() if "=" in arg and not arg.startswith("output")]
+        assert load_config("baseline.yaml", overrides).train.precision == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import torch
 
 import training.setup
 import utils.device
+import utils.hardware
 from models import create_model
 from tests.conftest import tiny_config
 from training.precision import faster_precision, time_training_step, wants_probe
@@ -44,18 +45,49 @@ def test_probe_leaves_the_random_stream_alone() -> None:
 def test_choice_is_recorded_and_kept_on_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # fp32 is chosen first: on CPUs without native bf16, training in bf16 is slow
     calls = []
 
-    def pretend_bf16_wins(step_seconds: object) -> str:
+    def pretend_fp32_wins(step_seconds: object) -> str:
         calls.append(1)
-        return "bf16"
+        return "fp32"
 
     monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: True)
-    monkeypatch.setattr(training.setup, "faster_precision", pretend_bf16_wins)
+    monkeypatch.setattr(training.setup, "faster_precision", pretend_fp32_wins)
     cfg = tiny_config("optimized", tmp_path, "train.epochs=2", "train.precision=auto")
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["precision"] == "bf16"
-    monkeypatch.setattr(training.setup, "faster_precision", lambda _: "fp32")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["precision"] == "fp32"
+    monkeypatch.setattr(training.setup, "faster_precision", lambda _: "bf16")
     fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
     assert len(calls) == 1  # the resumed half did not choose again
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "bf16"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "fp32"
+
+
+def test_bf16_without_native_support_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: False)
+    warning = utils.device.emulated_bf16_warning("bf16", cpu)
+    assert warning is not None and "train.precision=auto or fp32" in warning
+    assert utils.device.emulated_bf16_warning("fp32", cpu) is None
+    assert utils.device.emulated_bf16_warning("bf16", torch.device("cuda")) is None
+    monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: True)
+    assert utils.device.emulated_bf16_warning("bf16", cpu) is None
+
+
+def test_the_run_header_warns_when_bf16_is_emulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: False)
+    cfg = tiny_config("optimized", tmp_path, "train.precision=bf16")
+    fit(cfg, tmp_path / "run", stop_after_epochs=0)  # the header only: emulated bf16 is slow
+    assert "emulated and slower than fp32" in capsys.readouterr().err
+
+
+def test_hardware_line_tells_cpus_of_one_name_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils.hardware, "cpu_has_fast_bf16", lambda: False)
+    plain = utils.hardware.describe_hardware(cpu)
+    assert f"cores, {torch.backends.cpu.get_cpu_capability()})" in plain
+    monkeypatch.setattr(utils.hardware, "cpu_has_fast_bf16", lambda: True)
+    assert utils.hardware.describe_hardware(cpu) != plain
+    assert "native bf16" in utils.hardware.describe_hardware(cpu)

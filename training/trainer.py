@@ -27,7 +27,7 @@ from training.loop import (
 from training.run_state import RunState, restore
 from training.setup import Run, setup_run
 from utils.config import Config, save_config
-from utils.device import resolve_device, resolve_precision
+from utils.device import emulated_bf16_warning, resolve_device, resolve_precision
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
 
@@ -70,6 +70,8 @@ def fit(
             f"{describe_layout(cfg.train.channels_last, run.nchw_stages)} | "
             f"{len(run.data.train.labels)} train / {len(run.data.val.labels)} val images"
         )
+        if warning := emulated_bf16_warning(run.precision, run.device):
+            tqdm.write(warning, file=sys.stderr)
     first_epoch = state.epoch
     with StopOnSignal() as stop:
 

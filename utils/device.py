@@ -48,6 +48,17 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def emulated_bf16_warning(precision: str, device: torch.device) -> str | None:
+    """A warning when bf16 runs on a CPU without native bf16: autocast then emulates it and
+    trains slower than fp32 (a plan pinned to bf16 on one machine, run on another)."""
+    if precision != "bf16" or device.type != "cpu" or cpu_has_fast_bf16():
+        return None
+    return (
+        "warning: precision bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX) is "
+        "emulated and slower than fp32; set train.precision=auto or fp32"
+    )
+
+
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
     """A zero-argument callable returning the autocast context for ``precision``."""
     if precision == "fp32":
