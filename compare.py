@@ -1,6 +1,7 @@
 """Compare finished runs: results table (markdown + JSON) and overlay plots of val loss/acc.
 
 python compare.py checkpoints/baseline-s* checkpoints/optimized-s* --output-dir docs
+python compare.py docs/runs/baseline-es --reference docs/ablations.json --prefix ablations
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     parser.add_argument("--prefix", default="results", help="file name prefix (default: results)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="an earlier results JSON: its groups without runs here join the table",
+    )
     args = parser.parse_args()
-    result = compare_runs(args.runs, args.output_dir, args.prefix)
+    result = compare_runs(args.runs, args.output_dir, args.prefix, args.reference)
     print(result["table"])
     print(f"wrote {args.output_dir}/{args.prefix}.md, .json, _val_loss.png, _val_acc.png")
 

@@ -4,6 +4,9 @@ Runs are grouped by their config's ``name`` (seeds of one recipe form a group), 
 group is reported as mean ± standard deviation over its runs. A group named after another
 plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: its row also
 gives the change in val acc and val loss against that parent, which makes an ablation table.
+
+Groups whose runs are no longer at hand can join from an earlier results JSON (``reference``):
+their rows enter the table and the changes, marked as such, but not the plots.
 """
 
 from __future__ import annotations
@@ -86,10 +89,51 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                 ),
                 # " x1" (one process) is left out, as older runs did not write it
                 "hardware": members[0].summary["hardware"].removesuffix(" x1"),
+                "precision": members[0].summary.get("precision", ""),
                 "runs": [str(m.run_dir) for m in members],
             }
         )
     return rows
+
+
+DERIVED_KEYS = ("vs", "delta_val_acc", "delta_val_loss")
+ROW_KEYS = {  # what a reference row needs for the table
+    "group", "seeds", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std",
+    "max_val_acc_mean", "max_val_acc_std", "best_epoch", "epochs_run", "median_epoch_s",
+    "wall_time_min", "hardware",
+}  # fmt: skip
+
+
+def load_reference_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results JSON that ``compare_runs`` wrote earlier."""
+    if not path.is_file():
+        raise UserError(f"reference {path} not found")
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"reference {path} is not JSON: {err}") from None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and r.keys() >= ROW_KEYS for r in rows
+    ):
+        raise UserError(f"reference {path} is not a results JSON written by compare.py")
+    return rows
+
+
+def merge_reference(
+    reference: list[dict[str, Any]], measured: list[dict[str, Any]], source: str
+) -> list[dict[str, Any]]:
+    """The reference rows in their order, each replaced by the measured row of its group where
+    there is one, then the other measured rows. A kept reference row is marked ``from`` its
+    source file and loses its old changes, which are worked out again."""
+    by_group = {row["group"]: row for row in measured}
+    merged = []
+    for row in reference:
+        if row["group"] in by_group:
+            merged.append(by_group.pop(row["group"]))
+        else:
+            kept = {k: v for k, v in row.items() if k not in DERIVED_KEYS}
+            merged.append({**kept, "from": row.get("from", source)})
+    return merged + list(by_group.values())
 
 
 def parent_group(group: str, groups: list[str]) -> str | None:
@@ -123,19 +167,38 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         header, rule = header + " change in val acc / loss |", rule + "---|"
     lines = [header, rule]
     for r in rows:
+        name = r["group"] + (" †" if "from" in r else "")
         spread = len(r["seeds"]) > 1
         acc = f"{r['val_acc_mean']:.2f}" + (f" ± {r['val_acc_std']:.2f}" if spread else "")
         peak = f"{r['max_val_acc_mean']:.2f}" + (f" ± {r['max_val_acc_std']:.2f}" if spread else "")
         loss = f"{r['val_loss_mean']:.4f}" + (f" ± {r['val_loss_std']:.4f}" if spread else "")
         lines.append(
-            f"| {r['group']} | {', '.join(map(str, r['seeds']))} | {acc} | {loss} | "
+            f"| {name} | {', '.join(map(str, r['seeds']))} | {acc} | {loss} | "
             f"{', '.join(map(str, r['best_epoch']))} | {peak} | "
             f"{', '.join(map(str, r['epochs_run']))} | "
             f"{r['median_epoch_s']} | {r['wall_time_min']} |"
             + (f" {_change(r)} |" if with_deltas else "")
         )
-    hardware = sorted({r["hardware"] for r in rows})
-    return "\n".join(lines) + f"\n\nHardware: {'; '.join(hardware)}\n"
+    return "\n".join(lines) + "\n\n" + _footnotes(rows)
+
+
+def _footnotes(rows: list[dict[str, Any]]) -> str:
+    """Which machine and precision each row ran with (all rows, when they share one), and
+    where the reference rows come from."""
+    setups: dict[str, list[str]] = {}
+    for r in rows:
+        setup = r["hardware"] + (f", {r['precision']}" if r.get("precision") else "")
+        setups.setdefault(setup, []).append(r["group"])
+    if len(setups) == 1:
+        lines = [f"Hardware: {next(iter(setups))}"]
+    else:
+        lines = [f"Hardware: {setup} ({', '.join(groups)})" for setup, groups in setups.items()]
+    for source in dict.fromkeys(r["from"] for r in rows if "from" in r):
+        lines.append(
+            f"† from {source}, an earlier comparison whose runs are not among those compared "
+            "here; in the table and the changes, not in the plots."
+        )
+    return "\n\n".join(lines) + "\n"
 
 
 def _change(row: dict[str, Any]) -> str:
@@ -170,10 +233,18 @@ def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Pa
     return path
 
 
-def compare_runs(run_dirs: list[Path], output_dir: Path, prefix: str = "results") -> dict[str, Any]:
-    """Write ``<prefix>.md``, ``<prefix>.json`` and two overlay plots into ``output_dir``."""
+def compare_runs(
+    run_dirs: list[Path],
+    output_dir: Path,
+    prefix: str = "results",
+    reference: Path | None = None,
+) -> dict[str, Any]:
+    """Write ``<prefix>.md``, ``<prefix>.json`` and two overlay plots into ``output_dir``;
+    ``reference`` is an earlier results JSON whose groups join the table (see the module doc)."""
     runs = [load_run(d) for d in run_dirs]
     rows = summarise_groups(runs)
+    if reference is not None:
+        rows = merge_reference(load_reference_rows(reference), rows, str(reference))
     add_deltas(rows)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{prefix}.md").write_text(markdown_table(rows))

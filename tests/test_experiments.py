@@ -6,8 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.compare import RunResult, add_deltas, compare_runs, markdown_table, summarise_groups
+from evaluation.compare import (
+    RunResult,
+    add_deltas,
+    compare_runs,
+    load_reference_rows,
+    markdown_table,
+    merge_reference,
+    summarise_groups,
+)
 from experiments import sweep
+from experiments.archive import archive_run
 from experiments.sweep import (
     PlannedRun,
     read_plan,
@@ -17,6 +26,7 @@ from experiments.sweep import (
     with_overrides,
 )
 from utils.config import load_config
+from utils.errors import UserError
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
 
@@ -51,6 +61,14 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
         assert (tmp_path / "out" / name).is_file()
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
 
+    # The archived records (no weights) rebuild the same row.
+    archived = [archive_run(tmp_path / n, tmp_path / "kept") for n in ("smoke-s0", "smoke-s1")]
+    assert not list((tmp_path / "kept").rglob("*.pt"))
+    (again,) = compare_runs(archived, tmp_path / "out2")["rows"]
+    assert {**again, "runs": None} == {**row, "runs": None}
+    with pytest.raises(UserError, match="not a finished run"):
+        archive_run(tmp_path / "missing-run", tmp_path / "kept")
+
 
 def fake_run(group: str, seed: int, acc: float, loss: float) -> RunResult:
     summary = {"best_val_acc": acc, "best_val_loss": loss, "best_epoch": 3, "epochs_run": 5}
@@ -76,6 +94,64 @@ def test_variations_are_reported_against_their_parent() -> None:
     assert by_group["optimized-no-wd-x"]["vs"] == "optimized-no-wd"  # the closest parent
     assert "vs" not in by_group["baseline"] and "vs" not in by_group["optimized"]
     assert "| -2.50 pts / +0.0600 vs optimized |" in markdown_table(rows)
+
+
+def test_reference_rows_join_the_table_and_the_changes(tmp_path: Path) -> None:
+    earlier = summarise_groups(
+        [
+            fake_run("optimized", 0, 0.80, 0.60),
+            fake_run("optimized", 1, 0.82, 0.58),
+            fake_run("optimized-no-wd", 0, 0.785, 0.65),
+            fake_run("baseline", 0, 0.70, 0.90),
+        ]
+    )
+    add_deltas(earlier)
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    reference = load_reference_rows(tmp_path / "earlier.json")
+    measured = summarise_groups(
+        [fake_run("optimized-no-es", 0, 0.83, 0.55), fake_run("baseline", 0, 0.72, 0.88)]
+    )
+    rows = merge_reference(reference, measured, "earlier.json")
+    add_deltas(rows)
+    by_group = {r["group"]: r for r in rows}
+    assert [r["group"] for r in rows] == [
+        "optimized",
+        "optimized-no-wd",
+        "baseline",
+        "optimized-no-es",
+    ]
+    assert by_group["optimized-no-es"]["delta_val_acc"] == pytest.approx(2.0)  # vs 81 (reference)
+    assert by_group["baseline"] == measured[1]  # a measured group replaces its reference row
+    assert by_group["optimized"]["from"] == "earlier.json" and "from" not in by_group["baseline"]
+    table = markdown_table(rows)
+    assert "| optimized † | 0, 1 |" in table and "| baseline | 0 |" in table
+    assert "† from earlier.json" in table
+
+
+def test_reference_rows_lose_changes_against_parents_no_longer_there() -> None:
+    rows = summarise_groups([fake_run("optimized-no-wd", 0, 0.785, 0.65)])
+    rows[0] |= {"vs": "optimized", "delta_val_acc": -2.5, "delta_val_loss": 0.06}
+    merged = merge_reference(rows, [], "old.json")
+    add_deltas(merged)
+    assert "vs" not in merged[0] and "delta_val_acc" not in merged[0]
+
+
+@pytest.mark.parametrize("text", ["not json", '{"group": "a"}', '[{"group": "a"}]'])
+def test_a_reference_that_is_not_a_results_file_is_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(UserError, match=r"bad\.json"):
+        load_reference_rows(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="not found"):
+        load_reference_rows(tmp_path / "missing.json")
+
+
+def test_the_hardware_note_names_each_setup_and_its_rows() -> None:
+    runs = [fake_run("optimized", 0, 0.80, 0.60), fake_run("baseline", 0, 0.70, 0.90)]
+    rows = summarise_groups(runs)
+    assert "Hardware: cpu\n" in markdown_table(rows)
+    rows[1] |= {"hardware": "cpu (AVX2)", "precision": "fp32"}
+    table = markdown_table(rows)
+    assert "Hardware: cpu (optimized)" in table and "Hardware: cpu (AVX2), fp32 (baseline)" in table
 
 
 def test_headline_plan_covers_seeds_and_ablations() -> None:

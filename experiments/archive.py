@@ -1,0 +1,47 @@
+"""Keep the records of finished runs in the repository, without their weights.
+
+    python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug --to docs/runs
+
+A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
+resolved config, the summary and the per-epoch metrics. Those text files are all that
+``compare.py`` reads, so once they are copied into the repository every results table and plot
+can be rebuilt from them on any machine, after the checkpoints are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from utils.cli import run_cli
+from utils.errors import UserError
+
+RECORD_FILES = ("config.yaml", "summary.json", "metrics.json", "metrics.csv")
+
+
+def archive_run(run_dir: Path, destination: Path) -> Path:
+    """Copy the record files of the finished run ``run_dir`` into ``destination/<run name>``."""
+    missing = [name for name in RECORD_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"{run_dir} is not a finished run: it has no {', '.join(missing)}")
+    target = destination / run_dir.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        shutil.copyfile(run_dir / name, target / name)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
+    parser.add_argument("--to", type=Path, default=Path("docs/runs"), help="default: docs/runs")
+    args = parser.parse_args()
+    for run_dir in args.runs:
+        print(f"{run_dir} -> {archive_run(run_dir, args.to)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
