@@ -6,13 +6,16 @@ plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: it
 gives the change in val acc and val loss against that parent, which makes an ablation table.
 
 Groups whose runs are no longer at hand can join from an earlier results JSON (``reference``):
-their rows enter the table and the changes, marked as such, but not the plots.
+their rows enter the table and the changes, marked as such, but not the plots. A group that has
+runs here is measured from them alone, replacing its reference row. The reference may be the
+very file being written: its kept rows are carried forward, still marked.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,11 @@ def load_run(run_dir: Path) -> RunResult:
     )
 
 
+def _distinct(values: Iterable[str]) -> str:
+    """The different values of a group's runs, in order: one, unless its seeds ran apart."""
+    return " / ".join(dict.fromkeys(v for v in values if v))
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -88,8 +96,8 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                     statistics.fmean(m.summary["train_seconds"] for m in members) / 60, 1
                 ),
                 # " x1" (one process) is left out, as older runs did not write it
-                "hardware": members[0].summary["hardware"].removesuffix(" x1"),
-                "precision": members[0].summary.get("precision", ""),
+                "hardware": _distinct(m.summary["hardware"].removesuffix(" x1") for m in members),
+                "precision": _distinct(m.summary.get("precision", "") for m in members),
                 "runs": [str(m.run_dir) for m in members],
             }
         )
@@ -110,7 +118,7 @@ def load_reference_rows(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"reference {path} not found")
     try:
         rows = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not text
         raise UserError(f"reference {path} is not JSON: {err}") from None
     if not isinstance(rows, list) or not all(
         isinstance(r, dict) and r.keys() >= ROW_KEYS for r in rows

@@ -5,7 +5,8 @@
 A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
 resolved config, the summary and the per-epoch metrics. Those text files are all that
 ``compare.py`` reads, so once they are copied into the repository every results table and plot
-can be rebuilt from them on any machine, after the checkpoints are gone.
+can be rebuilt from them on any machine, after the checkpoints are gone. (``metrics.csv`` is
+kept for people; ``compare.py`` reads the other three.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def archive_run(run_dir: Path, destination: Path) -> Path:
     if missing:
         raise UserError(f"{run_dir} is not a finished run: it has no {', '.join(missing)}")
     target = destination / run_dir.name
+    if target.resolve() == run_dir.resolve():
+        raise UserError(f"{run_dir} is already in {destination}")
     target.mkdir(parents=True, exist_ok=True)
     for name in RECORD_FILES:
         shutil.copyfile(run_dir / name, target / name)
@@ -39,6 +42,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
     parser.add_argument("--to", type=Path, default=Path("docs/runs"), help="default: docs/runs")
     args = parser.parse_args()
+    names = [run_dir.name for run_dir in args.runs]
+    if len(set(names)) != len(names):
+        raise UserError(f"runs with the same name would overwrite each other: {names}")
     for run_dir in args.runs:
         print(f"{run_dir} -> {archive_run(run_dir, args.to)}")
 

@@ -23,8 +23,8 @@ from experiments.sweep import (
     run_sweep,
     select_runs,
     train_command,
-    with_overrides,
 )
+from tests.conftest import run_script
 from utils.config import load_config
 from utils.errors import UserError
 
@@ -68,6 +68,23 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
     assert {**again, "runs": None} == {**row, "runs": None}
     with pytest.raises(UserError, match="not a finished run"):
         archive_run(tmp_path / "missing-run", tmp_path / "kept")
+    with pytest.raises(UserError, match="already in"):
+        archive_run(tmp_path / "kept" / "smoke-s0", tmp_path / "kept")
+    # The command line: an earlier table as reference, written over by the new one.
+    (tmp_path / "ref.json").write_text(json.dumps([{**row, "group": "other", "seeds": [5]}]))
+    run_script(
+        "compare.py",
+        *map(str, archived),
+        "--reference",
+        "ref.json",
+        "--prefix",
+        "ref",
+        "--output-dir",
+        ".",
+        cwd=tmp_path,
+    )
+    table = (tmp_path / "ref.md").read_text()
+    assert "| other † | 5 |" in table and "| smoke | 0, 1 |" in table
 
 
 def fake_run(group: str, seed: int, acc: float, loss: float) -> RunResult:
@@ -141,8 +158,14 @@ def test_a_reference_that_is_not_a_results_file_is_refused(tmp_path: Path, text:
     (tmp_path / "bad.json").write_text(text)
     with pytest.raises(UserError, match=r"bad\.json"):
         load_reference_rows(tmp_path / "bad.json")
+
+
+def test_a_missing_or_binary_reference_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_reference_rows(tmp_path / "missing.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError, match="not JSON"):
+        load_reference_rows(tmp_path / "binary.json")
 
 
 def test_the_hardware_note_names_each_setup_and_its_rows() -> None:
@@ -212,11 +235,11 @@ def test_set_overrides_every_row_after_its_own(capsys: pytest.CaptureFixture[str
         sweep.main()
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all("train.precision=bf16" in line for line in lines)
-    for run in with_overrides(select_runs(read_plan(plan), ["baseline-es"]), ["train.seed=7"]):
-        assert run.overrides[-1] == "train.seed=7"
     for line in lines:  # the plan pins bf16; the later fp32 wins
-        overrides = [arg for arg in line.split() if "=" in arg and not arg.startswith("output")]
-        assert load_config("baseline.yaml", overrides).train.precision == "fp32"
+        words = line.split()
+        config = words[words.index("--config") + 1]
+        overrides = [w for w in words if "=" in w and not w.startswith("output_dir")]
+        assert load_config(config, overrides).train.precision == "fp32"
 
 
 @pytest.mark.parametrize(

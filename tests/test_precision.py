@@ -57,7 +57,7 @@ def test_choice_is_recorded_and_kept_on_resume(
     cfg = tiny_config("optimized", tmp_path, "train.epochs=2", "train.precision=auto")
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["precision"] == "fp32"
-    monkeypatch.setattr(training.setup, "faster_precision", lambda _: "bf16")
+    monkeypatch.setattr(training.setup, "faster_precision", lambda _: calls.append(1) or "bf16")
     fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
     assert len(calls) == 1  # the resumed half did not choose again
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "fp32"
