@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from utils.errors import DataError
 
@@ -113,6 +112,9 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     """Resize the short side to ``size`` and centre-crop to ``size`` x ``size``."""
     if image.shape[1:] == (size, size):
         return image
+    # imported here: torchvision takes seconds to import, and most commands never resize
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
 
 
