@@ -4,6 +4,7 @@
     python -m experiments.sweep experiments/headline.yaml --only optimized-no-wd   # one row
     python -m experiments.sweep experiments/headline.yaml --print   # the train.py commands
     python -m experiments.sweep experiments/headline.yaml --set train.precision=fp32   # every row
+    python -m experiments.sweep experiments/headline.yaml --archive docs/runs   # keep records
 
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
+
+from experiments.archive import archive_run
+from utils.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,19 +94,25 @@ def train_command(run: PlannedRun, run_dir: Path, data_root: str | None) -> list
     return command
 
 
-def run_sweep(plan: list[PlannedRun], output_dir: Path, data_root: str | None) -> int:
-    """Run every unfinished run of ``plan`` in order; returns the number of failures."""
+def run_sweep(
+    plan: list[PlannedRun], output_dir: Path, data_root: str | None, archive: Path | None = None
+) -> int:
+    """Run every unfinished run of ``plan`` in order; returns the number of failures. With
+    ``archive``, each finished run's records are copied there (``experiments/archive.py``)."""
     failures = 0
     for index, run in enumerate(plan, 1):
         run_dir = output_dir / run.name
         if (run_dir / "summary.json").is_file():
             print(f"[{index}/{len(plan)}] {run.name}: done, skipped", flush=True)
-            continue
-        command = train_command(run, run_dir, data_root)
-        print(f"[{index}/{len(plan)}] {run.name}: {' '.join(command[1:])}", flush=True)
-        if subprocess.run(command, cwd=REPO).returncode != 0:
-            failures += 1
-            print(f"[{index}/{len(plan)}] {run.name}: FAILED", flush=True)
+        else:
+            command = train_command(run, run_dir, data_root)
+            print(f"[{index}/{len(plan)}] {run.name}: {' '.join(command[1:])}", flush=True)
+            if subprocess.run(command, cwd=REPO).returncode != 0:
+                failures += 1
+                print(f"[{index}/{len(plan)}] {run.name}: FAILED", flush=True)
+                continue
+        if archive is not None:
+            archive_run(run_dir, archive)
     return failures
 
 
@@ -113,6 +123,9 @@ def main() -> None:
     parser.add_argument("plan", type=Path, help="a sweep plan (YAML)")
     parser.add_argument("--output-dir", type=Path, default=Path("checkpoints"))
     parser.add_argument("--data-root", help="passed to every train.py call")
+    parser.add_argument(
+        "--archive", type=Path, metavar="DIR", help="copy each finished run's records into DIR"
+    )
     parser.add_argument(
         "--only", action="append", metavar="NAME", help="run only this row (repeatable)"
     )
@@ -134,9 +147,10 @@ def main() -> None:
             arguments = config_arguments(run, args.output_dir) + extra
             print(shlex.join(["python", "train.py", *arguments]))
         return
-    failures = run_sweep(plan, args.output_dir.resolve(), args.data_root)
+    archive = args.archive.resolve() if args.archive else None
+    failures = run_sweep(plan, args.output_dir.resolve(), args.data_root, archive)
     sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

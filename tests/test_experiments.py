@@ -44,8 +44,10 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
     assert "--resume" in train_command(plan[1], tmp_path / "smoke-s1", None)
     assert "--resume" not in train_command(plan[0], tmp_path / "new-run", "data")
     mtime = (tmp_path / "smoke-s0" / "last.pt").stat().st_mtime_ns
-    assert run_sweep(plan, tmp_path, None) == 0
+    assert run_sweep(plan, tmp_path, None, archive=tmp_path / "records") == 0
     assert (tmp_path / "smoke-s0" / "last.pt").stat().st_mtime_ns == mtime  # skipped
+    for name in ("smoke-s0", "smoke-s1"):  # the skipped run's records are kept too
+        assert (tmp_path / "records" / name / "summary.json").is_file()
     assert (tmp_path / "smoke-s1" / "summary.json").is_file()
 
     result = compare_runs([tmp_path / "smoke-s0", tmp_path / "smoke-s1"], tmp_path / "out")
