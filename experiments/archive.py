@@ -3,10 +3,10 @@
     python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug --to docs/runs
 
 A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
-resolved config, the summary and the per-epoch metrics. Those text files are all that
-``compare.py`` reads, so once they are copied into the repository every results table and plot
-can be rebuilt from them on any machine, after the checkpoints are gone. (``metrics.csv`` is
-kept for people; ``compare.py`` reads the other three.)
+resolved config, the summary and the per-epoch metrics. ``compare.py`` reads only the config,
+the summary and ``metrics.json`` (``metrics.csv`` is copied for people), so once these are in
+the repository every results table and plot can be rebuilt on any machine, after the
+checkpoints are gone.
 """
 
 from __future__ import annotations
