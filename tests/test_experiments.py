@@ -63,15 +63,15 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
         assert (tmp_path / "out" / name).is_file()
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
 
-    # The archived records (no weights) rebuild the same row.
-    archived = [archive_run(tmp_path / n, tmp_path / "kept") for n in ("smoke-s0", "smoke-s1")]
-    assert not list((tmp_path / "kept").rglob("*.pt"))
+    # The records the sweep archived (no weights) rebuild the same row.
+    archived = [tmp_path / "records" / n for n in ("smoke-s0", "smoke-s1")]
+    assert not list((tmp_path / "records").rglob("*.pt"))
     (again,) = compare_runs(archived, tmp_path / "out2")["rows"]
     assert {**again, "runs": None} == {**row, "runs": None}
     with pytest.raises(UserError, match="not a finished run"):
-        archive_run(tmp_path / "missing-run", tmp_path / "kept")
+        archive_run(tmp_path / "missing-run", tmp_path / "records")
     with pytest.raises(UserError, match="already in"):
-        archive_run(tmp_path / "kept" / "smoke-s0", tmp_path / "kept")
+        archive_run(archived[0], tmp_path / "records")
     # The command line: an earlier table as reference, written over by the new one.
     (tmp_path / "ref.json").write_text(json.dumps([{**row, "group": "other", "seeds": [5]}]))
     run_script(
