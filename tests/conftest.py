@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
+from utils.cli import run_cli
 from utils.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +29,17 @@ TINY = [
     "train.precision=fp32",  # auto measures bf16 against fp32, which can vary run to run
     "train.layout_probe=false",  # likewise a timing
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, share the cores between the workers: each worker, and every process
+    its tests start, gets cores / workers threads instead of all of them (oversubscribed
+    threads slow every worker down)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 def tiny_config(name: str, tmp_path: Path, *extra: str) -> Config:
@@ -49,6 +64,32 @@ def run_script(
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {args} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> CliRunner:
+    """Like ``run_script(..., check=False)``, but calls the script's ``main`` in this process.
+
+    For error paths that end before any training: a child process spends seconds importing
+    torch, which for these tests is most of their time. The exit code and both streams are
+    those ``run_cli`` produces, as in a child."""
+
+    def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        module = importlib.import_module(Path(script).stem)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", [script, *args])
+        monkeypatch.delenv("RESNET18_DATA_ROOT", raising=False)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_cli(module.main)
+        out, err = capsys.readouterr()
+        code = stop.value.code
+        return subprocess.CompletedProcess([script, *args], code or 0, out, err)
+
+    return run
 
 
 @pytest.fixture

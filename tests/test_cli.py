@@ -1,4 +1,6 @@
-"""The real entry points, run as a user would, in a temporary directory."""
+"""The real entry points, in a temporary directory: run as a user would (a child process)
+where the test trains or where the process itself matters, and in this process
+(``run_in_process``) for the error paths that end before any training."""
 
 import json
 import os
@@ -6,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_script
+from tests.conftest import CliRunner, run_script
 
 FAST = ["--set", "data.synthetic_samples=400", "--set", "train.epochs=2"]
 
@@ -36,11 +38,13 @@ def test_train_then_evaluate_bare_best_pt(smoke_run: Path) -> None:
     assert report["flip_tta"] is False
 
 
-def test_evaluate_with_flip_tta_says_so(smoke_run: Path, tmp_path: Path) -> None:
+def test_evaluate_with_flip_tta_says_so(
+    smoke_run: Path, tmp_path: Path, run_in_process: CliRunner
+) -> None:
     out = tmp_path / "tta"
-    proc = run_script(
-        "evaluate.py", "--ckpt", "best.pt", "--flip-tta", "--output-dir", str(out), cwd=smoke_run
-    )
+    args = ["--ckpt", "best.pt", "--flip-tta", "--output-dir", str(out)]
+    proc = run_in_process("evaluate.py", *args, cwd=smoke_run)
+    assert proc.returncode == 0, proc.stderr
     assert "val set with flip test-time augmentation: 80 images" in proc.stdout
     assert json.loads((out / "metrics.json").read_text())["flip_tta"] is True
 
@@ -83,11 +87,13 @@ def assert_one_line_error(proc, *fragments: str) -> None:
         ),
     ],
 )
-def test_train_bad_input(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
-    assert_one_line_error(run_script("train.py", *args, cwd=tmp_path, check=False), *fragments)
+def test_train_bad_input(
+    tmp_path: Path, run_in_process: CliRunner, args: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(run_in_process("train.py", *args, cwd=tmp_path), *fragments)
 
 
-def test_image_folder_without_classes(tmp_path: Path) -> None:
+def test_image_folder_without_classes(tmp_path: Path, run_in_process: CliRunner) -> None:
     (tmp_path / "empty" / "train").mkdir(parents=True)
     args = [
         "--config",
@@ -97,8 +103,7 @@ def test_image_folder_without_classes(tmp_path: Path) -> None:
         "--data-root",
         "empty",
     ]
-    proc = run_script("train.py", *args, cwd=tmp_path, check=False)
-    assert_one_line_error(proc, "has no class folders")
+    assert_one_line_error(run_in_process("train.py", *args, cwd=tmp_path), "has no class folders")
 
 
 def test_offline_download_fails_fast_with_a_way_out(tmp_path: Path) -> None:
@@ -113,22 +118,25 @@ def test_offline_download_fails_fast_with_a_way_out(tmp_path: Path) -> None:
     assert_one_line_error(proc, "downloading cifar10 into datasets/cifar10 failed", "--data-root")
 
 
-def test_bad_cli_usage_is_an_argparse_error(tmp_path: Path) -> None:
-    proc = run_script("train.py", "--config", cwd=tmp_path, check=False)
+def test_bad_cli_usage_is_an_argparse_error(tmp_path: Path, run_in_process: CliRunner) -> None:
+    proc = run_in_process("train.py", "--config", cwd=tmp_path)
     assert proc.returncode == 2 and "expected one argument" in proc.stderr
-    proc = run_script("evaluate.py", "--ckpt", "x.pt", "--bogus", cwd=tmp_path, check=False)
+    proc = run_in_process("evaluate.py", "--ckpt", "x.pt", "--bogus", cwd=tmp_path)
     assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
 
 
-def test_evaluate_missing_checkpoint(tmp_path: Path) -> None:
+def test_evaluate_missing_checkpoint(tmp_path: Path, run_in_process: CliRunner) -> None:
+    # a child process once, so that one user error is checked end to end in each script
     proc = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path, check=False)
     assert_one_line_error(proc, "'best.pt' not found")
-    proc = run_script("evaluate.py", "--ckpt", "runs/x/best.pt", cwd=tmp_path, check=False)
+    proc = run_in_process("evaluate.py", "--ckpt", "runs/x/best.pt", cwd=tmp_path)
     assert_one_line_error(proc, "runs/x/best.pt not found")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random", "not_ours"])
-def test_evaluate_broken_checkpoint(smoke_run: Path, tmp_path: Path, damage: str) -> None:
+def test_evaluate_broken_checkpoint(
+    smoke_run: Path, tmp_path: Path, run_in_process: CliRunner, damage: str
+) -> None:
     good = (smoke_run / "checkpoints/s/best.pt").read_bytes()
     content = {
         "truncated": good[: len(good) // 2],
@@ -143,37 +151,40 @@ def test_evaluate_broken_checkpoint(smoke_run: Path, tmp_path: Path, damage: str
         torch.save({"weights": torch.zeros(3)}, path)
     else:
         path.write_bytes(content)
-    proc = run_script("evaluate.py", "--ckpt", str(path), cwd=tmp_path, check=False)
-    assert_one_line_error(proc, str(path))
+    assert_one_line_error(
+        run_in_process("evaluate.py", "--ckpt", str(path), cwd=tmp_path), str(path)
+    )
 
 
-def test_evaluate_class_count_mismatch(smoke_run: Path, tmp_path: Path) -> None:
+def test_evaluate_class_count_mismatch(
+    smoke_run: Path, tmp_path: Path, run_in_process: CliRunner
+) -> None:
     from PIL import Image
 
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / cls / "0.png")
     ckpt = str(smoke_run / "checkpoints/s/best.pt")
-    proc = run_script(
-        "evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path, check=False
-    )
+    proc = run_in_process("evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path)
     assert_one_line_error(proc, "the checkpoint has 10 classes but the data set has 2")
 
 
-def test_resume_refuses_overrides_that_change_the_run(smoke_run: Path) -> None:
+def test_resume_refuses_overrides_that_change_the_run(
+    smoke_run: Path, run_in_process: CliRunner
+) -> None:
     args = ["--resume", "checkpoints/s", "--set", "data.split_seed=3"]
-    proc = run_script("train.py", *args, cwd=smoke_run, check=False)
+    proc = run_in_process("train.py", *args, cwd=smoke_run)
     assert_one_line_error(proc, "--set data.split_seed cannot change on resume", "train.epochs")
 
 
-def test_evaluate_refuses_same_count_other_classes(smoke_run: Path, tmp_path: Path) -> None:
+def test_evaluate_refuses_same_count_other_classes(
+    smoke_run: Path, tmp_path: Path, run_in_process: CliRunner
+) -> None:
     from PIL import Image
 
     for i in range(10):
         (tmp_path / "imgs" / f"other_{i}").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / f"other_{i}" / "0.png")
     ckpt = str(smoke_run / "checkpoints/s/best.pt")
-    proc = run_script(
-        "evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path, check=False
-    )
+    proc = run_in_process("evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path)
     assert_one_line_error(proc, "differ from the checkpoint's")

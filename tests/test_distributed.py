@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import create_data
 from models import create_model
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, CliRunner
 from training.distributed import Distributed
 from training.loop import evaluate_loss_accuracy
 from training.trainer import summed_over_ranks
@@ -78,16 +78,27 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_train_stop_together_and_evaluate(tmp_path: Path) -> None:
-    sets = ["data.synthetic_samples=320", "train.epochs=5", "early_stopping.patience=1",
-            "early_stopping.min_delta=100"]  # fmt: skip
-    args = ["--config", "smoke.yaml", "--run-name", "ddp", *[x for s in sets for x in ("--set", s)]]
+def test_torchrun_two_processes_resume_stop_together_and_evaluate(
+    tmp_path: Path, run_in_process: CliRunner
+) -> None:
+    """One epoch under torchrun, then a resume under torchrun that early stopping ends at
+    epoch 2 on both ranks (min_delta 100: no epoch counts as an improvement)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(REPO / "train.py"), *args]  # fmt: skip
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", str(REPO / "train.py")]  # fmt: skip
+    sets = ["data.synthetic_samples=320", "train.epochs=1", "early_stopping.patience=1",
+            "early_stopping.min_delta=100"]  # fmt: skip
+    first = [
+        "--config",
+        "smoke.yaml",
+        "--run-name",
+        "ddp",
+        *[x for s in sets for x in ("--set", s)],
+    ]
+    for args in (first, ["--resume", "checkpoints/ddp", "--set", "train.epochs=5"]):
+        proc = subprocess.run([*torchrun, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     run = tmp_path / "checkpoints" / "ddp"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_early"] and summary["epochs_run"] == 2  # both ranks stopped at 2
@@ -95,23 +106,9 @@ def test_torchrun_two_processes_train_stop_together_and_evaluate(tmp_path: Path)
     assert sorted(p.name for p in run.iterdir()) == [
         "best.pt", "config.yaml", "last.pt", "metrics.csv", "metrics.json", "summary.json"
     ]  # fmt: skip
+    assert [row["epoch"] for row in json.loads((run / "metrics.json").read_text())] == [1, 2]
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
     state = torch.load(run / "best.pt", weights_only=True)["model"]
     assert not any(key.startswith("module.") for key in state)
-    report = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
+    report = run_in_process("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
     assert "val set: 64 images" in report.stdout
-
-
-@pytest.mark.slow
-def test_resume_under_torchrun(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=2", str(REPO / "train.py")]  # fmt: skip
-    first = ["--config", "smoke.yaml", "--run-name", "r", "--set", "train.epochs=1",
-             "--set", "data.synthetic_samples=320"]  # fmt: skip
-    for args in (first, ["--resume", "checkpoints/r", "--set", "train.epochs=2"]):
-        proc = subprocess.run([*torchrun, *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    history = json.loads((tmp_path / "checkpoints/r/metrics.json").read_text())
-    assert [row["epoch"] for row in history] == [1, 2]
-    assert torch.load(tmp_path / "checkpoints/r/last.pt", weights_only=True)["epoch"] == 2

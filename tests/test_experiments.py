@@ -24,14 +24,14 @@ from experiments.sweep import (
     select_runs,
     train_command,
 )
-from tests.conftest import run_script
+from tests.conftest import CliRunner
 from utils.config import load_config
 from utils.errors import UserError
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
 
 
-def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
+def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner) -> None:
     plan = [
         PlannedRun("smoke-s0", "smoke.yaml", [*TINY, "train.seed=0"]),
         PlannedRun("smoke-s1", "smoke.yaml", [*TINY, "train.seed=1"]),
@@ -74,7 +74,7 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
         archive_run(archived[0], tmp_path / "records")
     # The command line: an earlier table as reference, written over by the new one.
     (tmp_path / "ref.json").write_text(json.dumps([{**row, "group": "other", "seeds": [5]}]))
-    run_script(
+    proc = run_in_process(
         "compare.py",
         *map(str, archived),
         "--reference",
@@ -85,6 +85,7 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path) -> None:
         ".",
         cwd=tmp_path,
     )
+    assert proc.returncode == 0, proc.stderr
     table = (tmp_path / "ref.md").read_text()
     assert "| other † | 5 |" in table and "| smoke | 0, 1 |" in table
 

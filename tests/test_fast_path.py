@@ -69,8 +69,10 @@ def test_stages_in_nchw_compute_the_same_logits_and_gradients() -> None:
         outputs.append([logits, *grads, net.fc.weight.grad])
     # NCHW inside layer2 and layer4 only: each NCHW stage hands channels_last on
     assert seen == {"layer1": False, "layer2": True, "layer3": False, "layer4": True}
+    # fp32 sums in another order: up to ~2e-4 relative in layer1's gradient (one thread);
+    # a layout mistake moves values between channels, an error of order 1
     for ours, reference in zip(outputs[1], outputs[0], strict=True):
-        assert (ours - reference).norm() <= 1e-4 * reference.norm()
+        assert (ours - reference).norm() <= 1e-3 * reference.norm()
 
 
 def test_layout_probe_moves_only_clearly_faster_stages(monkeypatch: pytest.MonkeyPatch) -> None:
