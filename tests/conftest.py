@@ -73,9 +73,10 @@ CliRunner = Callable[..., subprocess.CompletedProcess]
 def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> CliRunner:
     """Like ``run_script(..., check=False)``, but calls the script's ``main`` in this process.
 
-    For error paths that end before any training: a child process spends seconds importing
-    torch, which for these tests is most of their time. The exit code and both streams are
-    those ``run_cli`` produces, as in a child."""
+    For calls that do not train (error paths, evaluation, compare): a child process spends
+    seconds importing torch, which for these is most of their time. The exit code and both
+    streams are those ``run_cli`` produces, as in a child; an exception other than a user error
+    propagates and fails the test, as a traceback would."""
 
     def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         module = importlib.import_module(Path(script).stem)
