@@ -70,6 +70,11 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
     path = Path(args.resume)
     if path.is_dir():
         path = path / "last.pt"
+    elif path.name == "best.pt":
+        raise UserError(
+            f"{path} holds the best epoch's weights, not the run's latest state; resume from "
+            f"{path.parent} (its last.pt)"
+        )
     checkpoint = load_checkpoint(path)
     raw = checkpoint["config"]
     for assignment in overrides(args):

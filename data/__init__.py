@@ -251,10 +251,10 @@ def create_eval_loader(
     elif use_streaming(cfg):
         root = folder_root(cfg)
         assert root is not None
-        if split == "val" and val_indices is not None:
+        if split in ("val", "train") and val_indices is not None:
             full = folder_file_set(root / "train")
             check_val_indices(val_indices, len(full), cfg.root)
-            files = full.subset(val_indices)
+            files = full.subset(val_indices if split == "val" else outside(val_indices, len(full)))
         elif (root / split).is_dir():
             files = folder_file_set(root / split)
         else:
@@ -288,6 +288,13 @@ def check_val_indices(val_indices: Tensor, available: int, root: str) -> None:
         )
 
 
+def outside(indices: Tensor, count: int) -> Tensor:
+    """The indices in ``range(count)`` that ``indices`` does not hold, in order."""
+    keep = torch.ones(count, dtype=torch.bool)
+    keep[indices] = False
+    return keep.nonzero().flatten()
+
+
 def load_eval_split(cfg: DataConfig, split: str, val_indices: Tensor | None) -> ImageSet:
     """The images of ``split`` as training saw them: "val" is the recorded indices, and
     "train" leaves them out."""
@@ -295,10 +302,7 @@ def load_eval_split(cfg: DataConfig, split: str, val_indices: Tensor | None) -> 
         full = load_image_set(cfg, "train")
         assert full is not None
         check_val_indices(val_indices, len(full), cfg.root)
-        keep = val_indices
-        if split == "train":
-            keep = torch.ones(len(full), dtype=torch.bool)
-            keep[val_indices] = False
+        keep = val_indices if split == "val" else outside(val_indices, len(full))
         return ImageSet(full.images[keep], full.labels[keep], full.class_names)
     image_set = load_image_set(cfg, split)
     if image_set is None:

@@ -117,8 +117,10 @@ class _FileDataset(Dataset):
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """Ctrl-C reaches the workers too; only the main process should act on it (save, exit)."""
+    """Ctrl-C, and SIGTERM sent to the process group (Slurm, systemd, ``kill -- -PGID``),
+    reach the workers too; only the main process should act on them (save, exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _collate(items: list[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor | None, list[int]]:

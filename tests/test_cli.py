@@ -177,6 +177,11 @@ def test_resume_refuses_overrides_that_change_the_run(
     assert_one_line_error(proc, "--set data.split_seed cannot change on resume", "train.epochs")
 
 
+def test_resume_from_best_pt_is_refused(smoke_run: Path, run_in_process: CliRunner) -> None:
+    proc = run_in_process("train.py", "--resume", "checkpoints/s/best.pt", cwd=smoke_run)
+    assert_one_line_error(proc, "best epoch's weights", "resume from checkpoints/s")
+
+
 def test_evaluate_refuses_same_count_other_classes(
     smoke_run: Path, tmp_path: Path, run_in_process: CliRunner
 ) -> None:

@@ -23,7 +23,7 @@ from training.interrupt import TrainingInterruptedError
 from training.loop import NonFiniteLossError
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import CheckpointError, DataError
+from utils.errors import CheckpointError, DataError, UserError
 
 EXACT = ("early_stopping.patience=10",)
 
@@ -86,6 +86,16 @@ def test_resume_keeps_the_timed_stage_layout(
     monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer1"])
     assert fit(cfg, tmp_path / "run", checkpoint).nchw_stages == ["layer4"]
     assert fit(cfg, tmp_path / "new").nchw_stages == ["layer1"]  # a new run times afresh
+
+
+def test_resume_with_another_process_count_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config("optimized", tmp_path, "train.epochs=1")
+    fit(cfg, tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["run_state"]["world_size"] == 1
+    checkpoint["run_state"]["world_size"] = 2  # as torchrun --nproc_per_node=2 records it
+    with pytest.raises(UserError, match=r"trained with 2 process\(es\) and is resumed with 1"):
+        fit(cfg, tmp_path / "run", checkpoint)
 
 
 def test_signal_mid_epoch_saves_and_resumes_same_sample_order(

@@ -6,11 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from data import create_data, use_streaming
+import evaluation.report
+from data import create_data, create_eval_loader, use_streaming
 from data.datasets import folder_image_set
 from data.loader import InMemoryLoader, StreamingLoader
 from data.streaming import folder_file_set
 from tests.conftest import run_script
+from training.trainer import fit
+from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 from utils.errors import DataError
 
@@ -89,3 +92,49 @@ def test_train_and_evaluate_streaming_from_the_command_line(tmp_path: Path) -> N
     proc = run_script("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
     assert "val set: 6 images" in proc.stdout
     assert (tmp_path / "checkpoints/st/eval-val/misclassified.png").is_file()
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_eval_train_split_leaves_out_the_validation_images(tmp_path: Path, loader: str) -> None:
+    root = make_folder(tmp_path)
+    cfg = load_config(
+        "optimized.yaml",
+        ["data.dataset=imagefolder", f"data.root={root}", f"data.loader={loader}",
+         "data.num_workers=0", "data.cache_dir=" + str(tmp_path / "c")],
+    )  # fmt: skip
+    data = create_data(cfg.data, 0, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    train, _ = create_eval_loader(cfg.data, "train", data.val_indices, cpu)
+    val, _ = create_eval_loader(cfg.data, "val", data.val_indices, cpu)
+    train_images = torch.cat([images for images, _ in train.batches()])
+    val_images = torch.cat([images for images, _ in val.batches()])
+    assert len(train_images) + len(val_images) == 36 and len(val_images) > 0
+    flat_train = {tuple(image.flatten().tolist()) for image in train_images}
+    assert not any(tuple(image.flatten().tolist()) in flat_train for image in val_images)
+
+
+def test_streamed_split_is_evaluated_at_the_training_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_folder(tmp_path)  # 16 px training images
+    sets = ["data.dataset=imagefolder", f"data.root={root}", "data.loader=stream",
+            "data.num_workers=0", "data.batch_size=8", "train.epochs=1", "train.precision=fp32",
+            "train.layout_probe=false", f"output_dir={tmp_path}"]  # fmt: skip
+    fit(load_config("optimized.yaml", sets), tmp_path / "run")
+    for c in range(3):  # a test split of larger images
+        (root / "test" / f"c{c}").mkdir(parents=True)
+        Image.new("RGB", (24, 24), (80 * c, 0, 0)).save(root / "test" / f"c{c}" / "0.png")
+    sides = []
+    real_run_predictions = evaluation.report.run_predictions
+
+    def spy(model, loader, transform, *args):
+        images, _ = next(iter(loader.batches()))
+        sides.append(transform(images).shape[-1])  # what the model is fed
+        return real_run_predictions(model, loader, transform, *args)
+
+    monkeypatch.setattr(evaluation.report, "run_predictions", spy)
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    report = evaluation.report.evaluate_checkpoint(
+        checkpoint, tmp_path / "run" / "best.pt", split="test", out_dir=tmp_path / "eval"
+    )
+    assert sides == [16] and report["num_samples"] == 3

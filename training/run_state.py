@@ -34,6 +34,7 @@ class RunState:
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
     precision: str | None = None  # chosen at the start, kept on resume
     nchw_stages: list[str] | None = None  # likewise (training/layout.py)
+    world_size: int | None = None  # processes that trained; a resume must use as many
 
 
 def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from training.run_state import RunState, restore
 from training.setup import Run, setup_run
 from utils.config import Config, save_config
 from utils.device import emulated_bf16_warning, resolve_device, resolve_precision
+from utils.errors import UserError
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
 
@@ -35,6 +36,15 @@ from utils.run_log import write_history
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
+
+
+def check_same_world_size(trained: int | None, now: int) -> None:
+    """Refuse to resume with another process count: the step count and the shards assume it."""
+    if trained is not None and trained != now:
+        raise UserError(
+            f"this run trained with {trained} process(es) and is resumed with {now}; its "
+            f"learning-rate schedule and data shards assume {trained}, so resume with {trained}"
+        )
 
 
 def fit(
@@ -49,6 +59,7 @@ def fit(
     dist = init_distributed()
     precision = nchw_stages = None  # a new run chooses; a resumed one keeps its choice
     if checkpoint is not None:
+        check_same_world_size(checkpoint["run_state"].get("world_size"), dist.world_size)
         # checkpoints from before the layout probe trained in channels_last throughout
         nchw_stages = checkpoint["run_state"].get("nchw_stages", [])
         device = resolve_device(cfg.train.device)
@@ -59,6 +70,7 @@ def fit(
     if checkpoint is not None:
         state = restore(checkpoint, run.model, run.optimizer, run.stopper, run.ctx.scaler)
     state.precision, state.nchw_stages = run.precision, run.nchw_stages
+    state.world_size = dist.world_size
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = describe_hardware(run.device)
