@@ -98,3 +98,19 @@ def real_data() -> Path:
     if not (REAL_DATA / "train").is_dir():
         pytest.skip(f"real CIFAR-10 JPEGs not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def record_fed_sides(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The image side evaluation feeds the model, one entry per ``evaluate_checkpoint`` call."""
+    import evaluation.report
+
+    sides: list[int] = []
+    real_run_predictions = evaluation.report.run_predictions
+
+    def spy(model, loader, transform, *args):
+        images, _ = next(iter(loader.batches()))
+        sides.append(transform(images).shape[-1])
+        return real_run_predictions(model, loader, transform, *args)
+
+    monkeypatch.setattr(evaluation.report, "run_predictions", spy)
+    return sides

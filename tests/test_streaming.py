@@ -11,7 +11,7 @@ from data import create_data, create_eval_loader, use_streaming
 from data.datasets import folder_image_set
 from data.loader import InMemoryLoader, StreamingLoader
 from data.streaming import folder_file_set
-from tests.conftest import run_script
+from tests.conftest import record_fed_sides, run_script
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
@@ -124,15 +124,7 @@ def test_streamed_split_is_evaluated_at_the_training_side(
     for c in range(3):  # a test split of larger images
         (root / "test" / f"c{c}").mkdir(parents=True)
         Image.new("RGB", (24, 24), (80 * c, 0, 0)).save(root / "test" / f"c{c}" / "0.png")
-    sides = []
-    real_run_predictions = evaluation.report.run_predictions
-
-    def spy(model, loader, transform, *args):
-        images, _ = next(iter(loader.batches()))
-        sides.append(transform(images).shape[-1])  # what the model is fed
-        return real_run_predictions(model, loader, transform, *args)
-
-    monkeypatch.setattr(evaluation.report, "run_predictions", spy)
+    sides = record_fed_sides(monkeypatch)
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
     report = evaluation.report.evaluate_checkpoint(
         checkpoint, tmp_path / "run" / "best.pt", split="test", out_dir=tmp_path / "eval"

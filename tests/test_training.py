@@ -8,7 +8,7 @@ from PIL import Image
 import evaluation.report
 from data.augment import BatchTransform
 from models import create_model
-from tests.conftest import tiny_config
+from tests.conftest import record_fed_sides, tiny_config
 from training.distributed import init_distributed
 from training.loop import predict
 from training.run_state import RunState, make_checkpoint, restore
@@ -63,15 +63,7 @@ def test_image_folder_is_evaluated_at_the_training_side(
     for i in range(10):
         (tmp_path / "imgs" / f"class_{i}").mkdir(parents=True)
         Image.new("RGB", (48, 48), (20 * i, 0, 0)).save(tmp_path / "imgs" / f"class_{i}" / "0.png")
-    sides = []
-    real_run_predictions = evaluation.report.run_predictions
-
-    def spy(model, loader, transform, *args):
-        images, _ = next(iter(loader.batches()))
-        sides.append(transform(images).shape[-1])  # what the model is fed
-        return real_run_predictions(model, loader, transform, *args)
-
-    monkeypatch.setattr(evaluation.report, "run_predictions", spy)
+    sides = record_fed_sides(monkeypatch)
     report = evaluation.report.evaluate_checkpoint(
         checkpoint,
         tmp_path / "run" / "best.pt",
