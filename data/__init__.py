@@ -23,7 +23,7 @@ from data.datasets import (
     synthetic_image_set,
 )
 from data.loader import InMemoryLoader, StreamingLoader
-from data.split import split_indices
+from data.split import check_same_data, data_fingerprint, split_indices
 from data.streaming import (
     FileSet,
     decoded_bytes,
@@ -49,6 +49,7 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     val_indices: Tensor | None  # indices into the training set when validation was carved
+    fingerprint: str  # of the whole training set (data/split.py), checked on resume and eval
 
 
 def is_image_folder(root: Path) -> bool:
@@ -175,7 +176,8 @@ def create_data(
     train_loader = InMemoryLoader(train.images, train.labels, cfg.batch_size, True, seed, **shard)
     val_loader = InMemoryLoader(val.images, val.labels, cfg.eval_batch_size, False, **shard)
     stats = channel_stats(train.images)
-    return bundle(cfg, train_loader, val_loader, train.class_names, stats, val_idx, channels_last)
+    split = (val_idx, full.labels)
+    return bundle(cfg, train_loader, val_loader, train.class_names, stats, split, channels_last)
 
 
 def bundle(
@@ -184,13 +186,18 @@ def bundle(
     val: Loader,
     class_names: list[str],
     stats: tuple[list[float], list[float]],
-    val_indices: Tensor | None,
+    split: tuple[Tensor | None, Tensor],
     channels_last: bool,
 ) -> DataBundle:
-    """Loaders plus the transforms built from the training set's mean and std."""
+    """Loaders plus the transforms built from the training set's mean and std; ``split`` is
+    the carved validation indices (if any) and the labels of the whole training set."""
     mean, std = stats
+    val_indices, full_labels = split
     train_tf, eval_tf = make_transforms(cfg, mean, std, channels_last)
-    return DataBundle(train, val, train_tf, eval_tf, class_names, mean, std, val_indices)
+    return DataBundle(
+        train, val, train_tf, eval_tf, class_names, mean, std, val_indices,
+        data_fingerprint(full_labels),
+    )  # fmt: skip
 
 
 def check_sets(cfg: DataConfig, train_classes: list[str], val_classes: list[str], n: int) -> None:
@@ -229,7 +236,8 @@ def create_streaming_data(
         val.files, val.labels, batch_size=cfg.eval_batch_size, shuffle=False, **common
     )
     stats = channel_stats(sample_images(train, side, cfg.skip_bad_images))
-    return bundle(cfg, train_loader, val_loader, train.class_names, stats, val_idx, channels_last)
+    split = (val_idx, full.labels)
+    return bundle(cfg, train_loader, val_loader, train.class_names, stats, split, channels_last)
 
 
 def create_eval_loader(
@@ -238,9 +246,11 @@ def create_eval_loader(
     val_indices: Tensor | None,
     device: torch.device,
     image_folder: Path | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[Loader, list[str]]:
     """A loader over ``split`` as training saw it ("val" uses the recorded indices), or over
-    ``image_folder``; streamed when training streamed or the folder is too large."""
+    ``image_folder``; streamed when training streamed or the folder is too large. The
+    training set must match ``fingerprint``, the checkpoint's (when it has one)."""
     batch = cfg.eval_batch_size
     if image_folder is not None:
         files = folder_file_set(image_folder)
@@ -253,6 +263,7 @@ def create_eval_loader(
         assert root is not None
         if split in ("val", "train") and val_indices is not None:
             full = folder_file_set(root / "train")
+            check_same_data(fingerprint, data_fingerprint(full.labels), cfg.root)
             check_val_indices(val_indices, len(full), cfg.root)
             files = full.subset(val_indices if split == "val" else outside(val_indices, len(full)))
         elif (root / split).is_dir():
@@ -261,7 +272,7 @@ def create_eval_loader(
             raise DataError(f"the data set at {cfg.root} has no {split!r} split")
         return streaming_eval_loader(cfg, files, device), files.class_names
     else:
-        images = load_eval_split(cfg, split, val_indices)
+        images = load_eval_split(cfg, split, val_indices, fingerprint)
     loader = InMemoryLoader(images.images, images.labels, batch, False, device=device)
     return loader, images.class_names
 
@@ -295,12 +306,15 @@ def outside(indices: Tensor, count: int) -> Tensor:
     return keep.nonzero().flatten()
 
 
-def load_eval_split(cfg: DataConfig, split: str, val_indices: Tensor | None) -> ImageSet:
+def load_eval_split(
+    cfg: DataConfig, split: str, val_indices: Tensor | None, fingerprint: str | None = None
+) -> ImageSet:
     """The images of ``split`` as training saw them: "val" is the recorded indices, and
     "train" leaves them out."""
     if split in ("val", "train") and val_indices is not None:
         full = load_image_set(cfg, "train")
         assert full is not None
+        check_same_data(fingerprint, data_fingerprint(full.labels), cfg.root)
         check_val_indices(val_indices, len(full), cfg.root)
         keep = val_indices if split == "val" else outside(val_indices, len(full))
         return ImageSet(full.images[keep], full.labels[keep], full.class_names)

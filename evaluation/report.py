@@ -130,7 +130,12 @@ def evaluate_checkpoint(
         cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
     device = resolve_device(device_name)
     loader, data_classes = create_eval_loader(
-        cfg.data, split, checkpoint.get("val_indices"), device, image_folder
+        cfg.data,
+        split,
+        checkpoint.get("val_indices"),
+        device,
+        image_folder,
+        checkpoint.get("data_fingerprint"),
     )
     expected = checkpoint["class_names"]
     if len(data_classes) != len(expected):

@@ -130,3 +130,30 @@ def test_streamed_split_is_evaluated_at_the_training_side(
         checkpoint, tmp_path / "run" / "best.pt", split="test", out_dir=tmp_path / "eval"
     )
     assert sides == [16] and report["num_samples"] == 3
+
+
+def test_other_data_is_refused_on_resume_and_evaluation(tmp_path: Path) -> None:
+    trained, other = make_folder(tmp_path / "a"), make_folder(tmp_path / "b")
+    Image.new("RGB", (16, 16)).save(other / "train" / "c0" / "extra.png")  # one image more
+    sets = ["data.dataset=imagefolder", f"data.root={trained}", "data.batch_size=8",
+            "train.epochs=1", "train.precision=fp32", "train.layout_probe=false",
+            f"output_dir={tmp_path}", "data.cache_dir=" + str(tmp_path / "c")]  # fmt: skip
+    fit(load_config("optimized.yaml", sets), tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["data_fingerprint"].startswith("36 images")
+    moved = load_config("optimized.yaml", [*sets, f"data.root={other}"])
+    with pytest.raises(DataError, match="not the data this run was trained on"):
+        fit(moved, tmp_path / "run", checkpoint)
+    with pytest.raises(DataError, match="not the data this run was trained on"):
+        evaluation.report.evaluate_checkpoint(checkpoint, tmp_path / "x.pt", data_root=str(other))
+    streamed = load_config("optimized.yaml", [*sets, f"data.root={other}", "data.loader=stream"])
+    for split in ("val", "train"):
+        with pytest.raises(DataError, match="not the data this run was trained on"):
+            create_eval_loader(
+                streamed.data, split, checkpoint["val_indices"], torch.device("cpu"),
+                fingerprint=checkpoint["data_fingerprint"],
+            )  # fmt: skip
+    report = evaluation.report.evaluate_checkpoint(
+        checkpoint, tmp_path / "x.pt", out_dir=tmp_path / "eval"
+    )
+    assert report["num_samples"] == len(checkpoint["val_indices"])  # the same data passes

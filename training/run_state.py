@@ -70,6 +70,7 @@ def make_checkpoint(
         # the side the model was trained at, so evaluation resizes other images to it
         "input_size": cfg.data.image_size or data.train.image_side,
         "val_indices": data.val_indices,
+        "data_fingerprint": data.fingerprint,
         "config": config_to_dict(cfg),
         "epoch": state.epoch,
         "step": state.step,

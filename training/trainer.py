@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from data.split import check_same_data
 from training.distributed import Distributed, init_distributed
 from training.interrupt import StopOnSignal, TrainingInterruptedError
 from training.loop import (
@@ -66,6 +67,8 @@ def fit(
         stored = checkpoint["run_state"].get("precision") or cfg.train.precision
         precision = resolve_precision(stored, device)  # fp16 from a GPU run is refused on CPU
     run = setup_run(cfg, run_dir, dist, precision, nchw_stages)
+    if checkpoint is not None:
+        check_same_data(checkpoint.get("data_fingerprint"), run.data.fingerprint, cfg.data.root)
     state = RunState()
     if checkpoint is not None:
         state = restore(checkpoint, run.model, run.optimizer, run.stopper, run.ctx.scaler)
