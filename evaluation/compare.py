@@ -50,13 +50,16 @@ def load_run(run_dir: Path) -> RunResult:
     summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
     if not summary_path.is_file() or not config_path.is_file():
         raise UserError(f"{run_dir} is not a finished run (no summary.json or config.yaml)")
+    history = read_history(run_dir)
+    if not history:
+        raise UserError(f"{run_dir} has no per-epoch metrics (metrics.json missing or empty)")
     config = yaml.safe_load(config_path.read_text())
     return RunResult(
         run_dir=run_dir,
         group=config["name"],
         seed=config["train"]["seed"],
         summary=json.loads(summary_path.read_text()),
-        history=read_history(run_dir),
+        history=history,
     )
 
 

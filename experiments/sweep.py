@@ -40,7 +40,10 @@ def read_plan(path: Path) -> list[PlannedRun]:
     """The runs of a plan file; a missing file or a malformed entry stops with a message."""
     if not path.is_file():
         raise SystemExit(f"plan {path} not found")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SystemExit(f"{path}: not valid YAML ({err})") from None
     entries = raw.get("runs") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SystemExit(f"{path}: expected 'runs:' with a list of {{name, config, set}}")

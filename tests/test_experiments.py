@@ -11,6 +11,7 @@ from evaluation.compare import (
     add_deltas,
     compare_runs,
     load_reference_rows,
+    load_run,
     markdown_table,
     merge_reference,
     summarise_groups,
@@ -202,6 +203,7 @@ def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
         "- a\n- b",
         "runs:\n  - {name: a}",
         "runs:\n  - {name: a, config: x.yaml}\n  - {name: a, config: y.yaml}",
+        "runs: [{name: a, config: x.yaml}",  # not YAML
     ],
 )
 def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
@@ -251,3 +253,13 @@ def test_set_overrides_every_row_after_its_own(capsys: pytest.CaptureFixture[str
 def test_every_planned_recipe_passes_the_config_checks(plan: Path) -> None:
     for run in read_plan(plan):
         load_config(run.config, run.overrides)
+
+
+def test_a_run_without_per_epoch_metrics_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"best_val_acc": 0.5}))
+    for metrics in (None, "[]"):
+        if metrics is not None:
+            (tmp_path / "metrics.json").write_text(metrics)
+        with pytest.raises(UserError, match="no per-epoch metrics"):
+            load_run(tmp_path)
