@@ -87,7 +87,7 @@ def test_torchrun_two_processes_resume_stop_together_and_evaluate(
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node=2", str(REPO / "train.py")]  # fmt: skip
     sets = ["data.synthetic_samples=320", "train.epochs=1", "early_stopping.patience=1",
-            "early_stopping.min_delta=100"]  # fmt: skip
+            "early_stopping.min_delta=100", "train.precision=fp32"]  # fmt: skip
     first = [
         "--config",
         "smoke.yaml",
@@ -112,3 +112,7 @@ def test_torchrun_two_processes_resume_stop_together_and_evaluate(
     assert not any(key.startswith("module.") for key in state)
     report = run_in_process("evaluate.py", "--ckpt", "best.pt", cwd=tmp_path)
     assert "val set: 64 images" in report.stdout
+    # best.pt (rank 0's weights and BatchNorm statistics) scores what validation logged
+    scored = json.loads((run / "eval-val" / "metrics.json").read_text())
+    assert scored["loss"] == pytest.approx(summary["best_val_loss"], rel=1e-5)
+    assert scored["accuracy"] == summary["best_val_acc"]

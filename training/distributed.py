@@ -48,6 +48,14 @@ class Distributed:
         dist.broadcast(tensor, src=0)
         return bool(tensor.item())
 
+    def share_buffers_from_main(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics). After a step each
+        rank's include its own last batch; rank 0's are the ones checkpoints keep, so
+        validation on every rank scores the model that is saved."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def _device(self) -> torch.device:
         # NCCL only reduces CUDA tensors; gloo reduces CPU tensors.
         if dist.get_backend() == "nccl":

@@ -174,6 +174,7 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
         return None
     state.partial_epoch = None
     train_seconds = prior_seconds + time.perf_counter() - start
+    dist.share_buffers_from_main(run.model)
     val = evaluate_loss_accuracy(
         run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
         progress=dist.is_main,
