@@ -117,10 +117,11 @@ class _FileDataset(Dataset):
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """Ctrl-C, and SIGTERM sent to the process group (Slurm, systemd, ``kill -- -PGID``),
-    reach the workers too; only the main process should act on them (save, exit)."""
+    """Ctrl-C reaches the workers too; only the main process should act on it (save, exit).
+
+    SIGTERM keeps torch's own worker handler: the main process stops its workers with
+    SIGTERM when it exits, and a worker that ignored it would keep that exit waiting."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _collate(items: list[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor | None, list[int]]:

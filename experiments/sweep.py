@@ -43,7 +43,8 @@ def read_plan(path: Path) -> list[PlannedRun]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SystemExit(f"{path}: not valid YAML ({err})") from None
+        first_line = str(err).splitlines()[0]
+        raise SystemExit(f"{path}: not valid YAML ({first_line})") from None
     entries = raw.get("runs") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SystemExit(f"{path}: expected 'runs:' with a list of {{name, config, set}}")

@@ -11,7 +11,7 @@ from data import carve_validation, channel_stats, load_image_set, make_transform
 from data.augment import BatchTransform, random_crop, random_cutout, random_hflip
 from data.datasets import cifar_image_set, folder_image_set, synthetic_image_set
 from data.loader import InMemoryLoader
-from data.split import split_indices
+from data.split import data_fingerprint, split_indices
 from utils.config import load_config
 from utils.errors import DataError
 
@@ -201,3 +201,11 @@ def test_eval_train_split_leaves_out_the_carved_validation() -> None:
     again_val = load_eval_split(cfg, "val", val_idx)
     assert len(train) + len(val) == len(full)
     assert torch.equal(again_val.images, val.images)
+
+
+def test_data_fingerprint_tells_order_and_count_apart() -> None:
+    labels = torch.arange(10).repeat(5)  # interleaved, as torchvision's CIFAR-10
+    same = data_fingerprint(labels.clone())
+    assert data_fingerprint(labels) == same
+    assert data_fingerprint(labels.sort().values) != same  # class-sorted, as a folder copy
+    assert data_fingerprint(labels[:-1]) != same

@@ -209,8 +209,9 @@ def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
 def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(text)
-    with pytest.raises(SystemExit, match=r"plan\.yaml"):
+    with pytest.raises(SystemExit, match=r"plan\.yaml") as stop:
         read_plan(path)
+    assert "\n" not in str(stop.value.code)
 
 
 def test_missing_plan_stops_with_a_message(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from utils.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: run_state.world_size and data_fingerprint (1 still loads)
 REQUIRED_KEYS = (
     "format_version",
     "model",
