@@ -247,42 +247,45 @@ def create_eval_loader(
     device: torch.device,
     image_folder: Path | None = None,
     fingerprint: str | None = None,
+    trained_side: int | None = None,
 ) -> tuple[Loader, list[str]]:
     """A loader over ``split`` as training saw it ("val" uses the recorded indices), or over
     ``image_folder``; streamed when training streamed or the folder is too large. The
-    training set must match ``fingerprint``, the checkpoint's (when it has one)."""
+    training set must match ``fingerprint``, the checkpoint's (when it has one); streamed
+    images are resized to ``trained_side``, the side the model was trained at, when known."""
     batch = cfg.eval_batch_size
     if image_folder is not None:
         files = folder_file_set(image_folder)
         too_big = decoded_bytes(files.files, cfg.image_size) > cfg.memory_limit_gb * 2**30
         if cfg.loader == "stream" or (cfg.loader == "auto" and too_big):
-            return streaming_eval_loader(cfg, files, device), files.class_names
+            return streaming_eval_loader(cfg, files, device, trained_side), files.class_names
         images = folder_image_set(image_folder, cfg.image_size, None, cfg.skip_bad_images)
     elif use_streaming(cfg):
         root = folder_root(cfg)
         assert root is not None
         if split in ("val", "train") and val_indices is not None:
             full = folder_file_set(root / "train")
-            check_same_data(fingerprint, data_fingerprint(full.labels), cfg.root)
-            check_val_indices(val_indices, len(full), cfg.root)
+            check_recorded_split(val_indices, fingerprint, full.labels, cfg.root)
             files = full.subset(val_indices if split == "val" else outside(val_indices, len(full)))
         elif (root / split).is_dir():
             files = folder_file_set(root / split)
         else:
             raise DataError(f"the data set at {cfg.root} has no {split!r} split")
-        return streaming_eval_loader(cfg, files, device), files.class_names
+        return streaming_eval_loader(cfg, files, device, trained_side), files.class_names
     else:
         images = load_eval_split(cfg, split, val_indices, fingerprint)
     loader = InMemoryLoader(images.images, images.labels, batch, False, device=device)
     return loader, images.class_names
 
 
-def streaming_eval_loader(cfg: DataConfig, files: FileSet, device: torch.device) -> Loader:
-    side = streaming_side(cfg, files.files)
+def streaming_eval_loader(
+    cfg: DataConfig, files: FileSet, device: torch.device, trained_side: int | None
+) -> Loader:
+    """Without ``trained_side``, the side of the first image scored (as in training)."""
     return StreamingLoader(
         files.files,
         files.labels,
-        side,
+        trained_side or streaming_side(cfg, files.files),
         cfg.eval_batch_size,
         shuffle=False,
         device=device,
@@ -291,11 +294,16 @@ def streaming_eval_loader(cfg: DataConfig, files: FileSet, device: torch.device)
     )
 
 
-def check_val_indices(val_indices: Tensor, available: int, root: str) -> None:
-    if int(val_indices.max()) >= available:
+def check_recorded_split(
+    val_indices: Tensor, fingerprint: str | None, labels: Tensor, root: str
+) -> None:
+    """The training set must be the one whose images ``val_indices`` name: the same
+    fingerprint, or for checkpoints without one, at least enough images."""
+    check_same_data(fingerprint, data_fingerprint(labels), root)
+    if int(val_indices.max()) >= len(labels):
         raise DataError(
             f"the checkpoint's validation split indexes {int(val_indices.max()) + 1}+ "
-            f"images but {root} has {available}; is this the same data set?"
+            f"images but {root} has {len(labels)}; is this the same data set?"
         )
 
 
@@ -314,8 +322,7 @@ def load_eval_split(
     if split in ("val", "train") and val_indices is not None:
         full = load_image_set(cfg, "train")
         assert full is not None
-        check_same_data(fingerprint, data_fingerprint(full.labels), cfg.root)
-        check_val_indices(val_indices, len(full), cfg.root)
+        check_recorded_split(val_indices, fingerprint, full.labels, cfg.root)
         keep = val_indices if split == "val" else outside(val_indices, len(full))
         return ImageSet(full.images[keep], full.labels[keep], full.class_names)
     image_set = load_image_set(cfg, split)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from data import Loader, create_eval_loader, use_streaming
+from data import Loader, create_eval_loader
 from data.augment import BatchTransform
 from evaluation.metrics import classification_metrics
 from evaluation.plots import (
@@ -123,10 +123,8 @@ def evaluate_checkpoint(
     cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    streamed = image_folder is not None or use_streaming(cfg.data)
-    if streamed and cfg.data.image_size is None and "input_size" in checkpoint:
-        # trained at the data's native size: streamed or other images are brought to that size
-        # (streaming would otherwise take the size of the first image it scores)
+    if image_folder is not None and cfg.data.image_size is None and "input_size" in checkpoint:
+        # trained at the data's native size: bring another folder's images to that size
         cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
     device = resolve_device(device_name)
     loader, data_classes = create_eval_loader(
@@ -136,6 +134,7 @@ def evaluate_checkpoint(
         device,
         image_folder,
         checkpoint.get("data_fingerprint"),
+        checkpoint.get("input_size"),
     )
     expected = checkpoint["class_names"]
     if len(data_classes) != len(expected):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import evaluation.report
 from utils.cli import run_cli
 from utils.config import Config, load_config
 
@@ -104,8 +105,6 @@ def real_data() -> Path:
 
 def record_fed_sides(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The image side evaluation feeds the model, one entry per ``evaluate_checkpoint`` call."""
-    import evaluation.report
-
     sides: list[int] = []
     real_run_predictions = evaluation.report.run_predictions
 
