@@ -9,13 +9,16 @@
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
 is resumed with ``train.py --resume``; any other is started. Runs go in sequence because two
-trainings on the same CPU cores slow each other down far more than twice.
+trainings on the same CPU cores slow each other down far more than twice. Ctrl-C or SIGTERM
+stops the training at the next step with a saved position, and the sweep with it: run the same
+command again to continue.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -27,6 +30,8 @@ from experiments.archive import archive_run
 from utils.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
+PLAN_KEYS = {"name", "config", "set"}
+STOPPED_BY_SIGNAL = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
 
 @dataclass
@@ -48,16 +53,27 @@ def read_plan(path: Path) -> list[PlannedRun]:
     entries = raw.get("runs") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SystemExit(f"{path}: expected 'runs:' with a list of {{name, config, set}}")
-    runs = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not {"name", "config"} <= entry.keys():
-            raise SystemExit(f"{path}: every run needs a name and a config, got {entry!r}")
-        overrides = list(entry.get("set", []))
-        runs.append(PlannedRun(str(entry["name"]), str(entry["config"]), overrides))
+    runs = [planned_run(entry, path) for entry in entries]
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: run names must be unique")
     return runs
+
+
+def planned_run(entry: object, path: Path) -> PlannedRun:
+    """One entry of a plan: a name, a config and optionally ``set``, a list of KEY=VALUE."""
+    if not isinstance(entry, dict) or not {"name", "config"} <= entry.keys():
+        raise SystemExit(f"{path}: every run needs a name and a config, got {entry!r}")
+    if unknown := sorted(entry.keys() - PLAN_KEYS):
+        raise SystemExit(
+            f"{path}: run {entry['name']}: unknown key {unknown[0]!r} (allowed: name, config, set)"
+        )
+    overrides = entry.get("set", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise SystemExit(
+            f"{path}: run {entry['name']}: 'set' must be a list of KEY=VALUE, got {overrides!r}"
+        )
+    return PlannedRun(str(entry["name"]), str(entry["config"]), overrides)
 
 
 def select_runs(plan: list[PlannedRun], only: list[str] | None) -> list[PlannedRun]:
@@ -98,6 +114,24 @@ def train_command(run: PlannedRun, run_dir: Path, data_root: str | None) -> list
     return command
 
 
+def run_training(command: list[str]) -> int:
+    """Run one train.py to its end and return its exit code. Ctrl-C reaches it from the terminal
+    and SIGTERM is passed on, so it saves where it stopped; the sweep meanwhile waits for it
+    rather than die first (which, for Ctrl-C, would kill it before its save)."""
+    child = subprocess.Popen(command, cwd=REPO)
+
+    def pass_on(signum: int, frame: object) -> None:
+        if signum == signal.SIGTERM:  # Ctrl-C already went to the whole foreground group
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_sweep(
     plan: list[PlannedRun], output_dir: Path, data_root: str | None, archive: Path | None = None
 ) -> int:
@@ -111,7 +145,11 @@ def run_sweep(
         else:
             command = train_command(run, run_dir, data_root)
             print(f"[{index}/{len(plan)}] {run.name}: {' '.join(command[1:])}", flush=True)
-            if subprocess.run(command, cwd=REPO).returncode != 0:
+            code = run_training(command)
+            if code in STOPPED_BY_SIGNAL:
+                print(f"[{index}/{len(plan)}] {run.name}: stopped; run again to continue")
+                sys.exit(code)
+            if code != 0:
                 failures += 1
                 print(f"[{index}/{len(plan)}] {run.name}: FAILED", flush=True)
                 continue

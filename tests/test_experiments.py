@@ -1,6 +1,9 @@
 """The sweep runner and the compare command, on tiny synthetic runs."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,11 +28,19 @@ from experiments.sweep import (
     select_runs,
     train_command,
 )
-from tests.conftest import CliRunner
+from tests.conftest import REPO, CliRunner
+from tests.test_reliability import wait_for
 from utils.config import load_config
 from utils.errors import UserError
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
+# The same, as a plan row's overrides (whose epochs the test sets), with no timed choices.
+TINY_ROW = [
+    "data.synthetic_samples=300",
+    "data.batch_size=50",
+    "train.precision=fp32",
+    "train.layout_probe=false",
+]
 
 
 def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner) -> None:
@@ -204,6 +215,8 @@ def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
         "runs:\n  - {name: a}",
         "runs:\n  - {name: a, config: x.yaml}\n  - {name: a, config: y.yaml}",
         "runs: [{name: a, config: x.yaml}",  # not YAML
+        "runs:\n  - {name: a, config: x.yaml, sets: [train.seed=1]}",  # a misspelt key
+        "runs:\n  - {name: a, config: x.yaml, set: train.seed=1}",  # not a list
     ],
 )
 def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
@@ -264,3 +277,29 @@ def test_a_run_without_per_epoch_metrics_is_refused(tmp_path: Path) -> None:
             (tmp_path / "metrics.json").write_text(metrics)
         with pytest.raises(UserError, match="no per-epoch metrics"):
             load_run(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_sweep_saves_its_training_and_goes_no_further(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C reaches the whole foreground group; SIGTERM here only the sweep, which passes it
+    on. Either way the training saves its position and the next row does not start."""
+    tiny = ", ".join([*TINY_ROW, "train.epochs=50"])
+    rows = [f"{{name: r{i}, config: smoke.yaml, set: [{tiny}]}}" for i in (1, 2)]
+    (tmp_path / "plan.yaml").write_text(f"runs: [{', '.join(rows)}]")
+    command = [sys.executable, "-m", "experiments.sweep", str(tmp_path / "plan.yaml")]
+    proc = subprocess.Popen(
+        [*command, "--output-dir", str(tmp_path)], cwd=REPO, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(tmp_path / "r1" / "last.pt", proc)
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    signum = signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM
+    assert proc.returncode == 128 + signum, stderr
+    assert "Resume with: python train.py --resume" in stderr and "Traceback" not in stderr
+    assert "r1: stopped; run again to continue" in stdout
+    assert not (tmp_path / "r2").exists()
