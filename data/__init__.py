@@ -148,7 +148,7 @@ def use_streaming(cfg: DataConfig) -> bool:
     if not (root / "train").is_dir():
         return False  # loading reports the missing folder with the way out
     files, _, _ = list_image_folder(root / "train")
-    return decoded_bytes(files, cfg.image_size) > cfg.memory_limit_gb * 2**30
+    return decoded_bytes(files, cfg.image_size, cfg.skip_bad_images) > cfg.memory_limit_gb * 2**30
 
 
 def create_data(
@@ -209,7 +209,7 @@ def check_sets(cfg: DataConfig, train_classes: list[str], val_classes: list[str]
 
 def streaming_side(cfg: DataConfig, files: list[Path]) -> int:
     """The square side streamed images are resized to: ``image_size``, else the first image's."""
-    return cfg.image_size or max(first_image_size(files))
+    return cfg.image_size or max(first_image_size(files, cfg.skip_bad_images))
 
 
 def create_streaming_data(
@@ -256,7 +256,8 @@ def create_eval_loader(
     batch = cfg.eval_batch_size
     if image_folder is not None:
         files = folder_file_set(image_folder)
-        too_big = decoded_bytes(files.files, cfg.image_size) > cfg.memory_limit_gb * 2**30
+        estimate = decoded_bytes(files.files, cfg.image_size, cfg.skip_bad_images)
+        too_big = estimate > cfg.memory_limit_gb * 2**30
         if cfg.loader == "stream" or (cfg.loader == "auto" and too_big):
             return streaming_eval_loader(cfg, files, device, trained_side), files.class_names
         images = folder_image_set(image_folder, cfg.image_size, None, cfg.skip_bad_images)

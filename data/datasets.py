@@ -148,7 +148,8 @@ def folder_image_set(
 ) -> ImageSet:
     """Decode an ImageFolder tree into memory, through a disk cache keyed by its files.
 
-    Images keep their size when all share one; otherwise ``size`` (required then) resizes them.
+    Images keep their size when all share one no larger than ``size``; otherwise ``size``
+    (required for mixed sizes) resizes them (short side, then centre crop), as streaming does.
     """
     files, labels, class_names = list_image_folder(folder)
     key = _cache_key(files, size, skip_bad)
@@ -163,12 +164,13 @@ def folder_image_set(
     if not kept:
         raise DataError(f"no readable images in {folder}")
     images = [img for img, _ in kept]
-    if len({tuple(img.shape) for img in images}) > 1:
-        if size is None:
-            raise DataError(
-                f"images in {folder} have different sizes; "
-                "set data.image_size to resize them to one square size"
-            )
+    shapes = {tuple(img.shape) for img in images}
+    if len(shapes) > 1 and size is None:
+        raise DataError(
+            f"images in {folder} have different sizes; "
+            "set data.image_size to resize them to one square size"
+        )
+    if len(shapes) > 1 or (size is not None and max(max(shape[1:]) for shape in shapes) > size):
         images = [resize_square(img, size) for img in images]
     image_set = ImageSet(
         torch.stack(images), torch.tensor([label for _, label in kept]), class_names

@@ -33,18 +33,30 @@ def folder_file_set(folder: Path) -> FileSet:
     return FileSet(files, torch.tensor(labels), class_names)
 
 
-def first_image_size(files: list[Path]) -> tuple[int, int]:
-    """(width, height) of the first image, read from its header only."""
-    try:
-        with Image.open(files[0]) as image:
-            return image.size
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read image {files[0]}: {err}") from None
+def first_image_size(files: list[Path], skip_bad: bool = False) -> tuple[int, int]:
+    """(width, height) of the first image, read from its header only; with ``skip_bad``, of the
+    first readable one."""
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except (OSError, ValueError) as err:
+            if not skip_bad:
+                raise DataError(f"cannot read image {path}: {err}") from None
+    raise DataError(f"none of the {len(files)} images is readable")
 
 
-def decoded_bytes(files: list[Path], image_size: int | None) -> int:
+def stored_side(width: int, height: int, image_size: int | None) -> tuple[int, int]:
+    """The size an image is kept at in memory: its own, unless a side exceeds ``image_size``
+    (then ``image_size`` square). Smaller images are enlarged later, batch by batch."""
+    if image_size is not None and max(width, height) > image_size:
+        return image_size, image_size
+    return width, height
+
+
+def decoded_bytes(files: list[Path], image_size: int | None, skip_bad: bool = False) -> int:
     """Memory the decoded uint8 set would take, judged from the first image."""
-    width, height = (image_size, image_size) if image_size else first_image_size(files)
+    width, height = stored_side(*first_image_size(files, skip_bad), image_size)
     return len(files) * 3 * width * height
 
 

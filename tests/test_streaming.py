@@ -157,3 +157,27 @@ def test_other_data_is_refused_on_resume_and_evaluation(tmp_path: Path) -> None:
         checkpoint, tmp_path / "x.pt", out_dir=tmp_path / "eval"
     )
     assert report["num_samples"] == len(checkpoint["val_indices"])  # the same data passes
+
+
+def test_memory_is_judged_at_the_size_images_are_kept(tmp_path: Path) -> None:
+    """Small images stay small in memory (enlarged batch by batch), so a large image_size does
+    not make them stream; images larger than image_size are kept at image_size, as streamed."""
+    root = make_folder(tmp_path, side=16)
+    base = ["data.dataset=imagefolder", f"data.root={root}", "data.memory_limit_gb=0.001"]
+    assert not use_streaming(load_config("optimized.yaml", [*base, "data.image_size=224"]).data)
+    kept = folder_image_set(root / "train", 8, None)
+    assert kept.images.shape[1:] == (3, 8, 8)
+    files = folder_file_set(root / "train")
+    stream = StreamingLoader(files.files, files.labels, 8, len(files), False, num_workers=0)
+    (streamed, _), *_ = stream.batches()
+    assert torch.equal(kept.images, streamed)
+
+
+def test_an_unreadable_first_image_is_skipped_when_asked(tmp_path: Path) -> None:
+    root = make_folder(tmp_path)
+    (root / "train" / "c0" / "0.png").write_text("not a png")
+    base = ["data.dataset=imagefolder", f"data.root={root}"]
+    with pytest.raises(DataError, match=r"cannot read image .*0\.png"):
+        use_streaming(load_config("optimized.yaml", base).data)
+    lenient = load_config("optimized.yaml", [*base, "data.skip_bad_images=true"]).data
+    assert not use_streaming(lenient)
