@@ -32,6 +32,12 @@ from utils.run_log import read_history
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
+SUMMARY_KEYS = (
+    "best_val_acc", "best_val_loss", "best_epoch", "epochs_run", "train_seconds", "hardware",
+)  # fmt: skip
+HISTORY_KEYS = ("epoch", "val_loss", "val_acc", "epoch_time_s")
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -46,21 +52,27 @@ class RunResult:
 
 
 def load_run(run_dir: Path) -> RunResult:
-    """A finished run's summary, per-epoch history and config."""
+    """A finished run's summary, per-epoch history and config; unreadable records stop with
+    one line naming the run."""
     summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
     if not summary_path.is_file() or not config_path.is_file():
         raise UserError(f"{run_dir} is not a finished run (no summary.json or config.yaml)")
-    history = read_history(run_dir)
+    try:
+        history = read_history(run_dir)
+        config = yaml.safe_load(config_path.read_text())
+        group, seed = config["name"], config["train"]["seed"]
+        summary = json.loads(summary_path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError) as err:
+        first_line = str(err).splitlines()[0]  # YAML errors go on to quote the text
+        message = f"{run_dir}: its records cannot be read ({type(err).__name__}: {first_line})"
+        raise UserError(message) from None
     if not history:
         raise UserError(f"{run_dir} has no per-epoch metrics (metrics.json missing or empty)")
-    config = yaml.safe_load(config_path.read_text())
-    return RunResult(
-        run_dir=run_dir,
-        group=config["name"],
-        seed=config["train"]["seed"],
-        summary=json.loads(summary_path.read_text()),
-        history=history,
-    )
+    if missing := [key for key in SUMMARY_KEYS if key not in summary]:
+        raise UserError(f"{run_dir}/summary.json lacks {', '.join(missing)}")
+    if missing := sorted({key for row in history for key in HISTORY_KEYS if key not in row}):
+        raise UserError(f"{run_dir}/metrics.json lacks {', '.join(missing)}")
+    return RunResult(run_dir, group, seed, summary, history)
 
 
 def _distinct(values: Iterable[str]) -> str:

@@ -25,7 +25,7 @@ from evaluation.plots import (
 from models import ResNet, create_model
 from training.layout import apply_layout
 from training.loop import predict
-from utils.config import config_from_dict
+from utils.config import Config, config_from_dict
 from utils.device import autocast_factory, resolve_device, resolve_precision
 from utils.errors import ConfigError, DataError
 from utils.run_log import read_history
@@ -105,6 +105,32 @@ def write_plots(
     return paths
 
 
+def eval_config(
+    checkpoint: dict[str, Any], ckpt_path: Path, data_root: str | None, image_folder: Path | None
+) -> Config:
+    """The checkpoint's config, pointed at ``data_root``; for another folder of images, at the
+    side the model was trained at when it trained at its data's native size."""
+    cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
+    if data_root:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    if image_folder is not None and cfg.data.image_size is None and "input_size" in checkpoint:
+        cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
+    return cfg
+
+
+def check_classes(data_classes: list[str], expected: list[str]) -> None:
+    """The data's classes must be the checkpoint's, in order, or labels would not line up."""
+    if len(data_classes) != len(expected):
+        raise DataError(
+            f"the checkpoint has {len(expected)} classes but the data set has "
+            f"{len(data_classes)}; evaluate on data with the classes {expected}"
+        )
+    if data_classes != expected:
+        raise DataError(
+            f"the data set's classes {data_classes} differ from the checkpoint's {expected}"
+        )
+
+
 def evaluate_checkpoint(
     checkpoint: dict[str, Any],
     ckpt_path: Path,
@@ -120,12 +146,7 @@ def evaluate_checkpoint(
     ``flip_tta`` averages each image's prediction with its mirror image's (test-time
     augmentation); the report says so, since the numbers then differ from training's.
     """
-    cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
-    if data_root:
-        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    if image_folder is not None and cfg.data.image_size is None and "input_size" in checkpoint:
-        # trained at the data's native size: bring another folder's images to that size
-        cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
+    cfg = eval_config(checkpoint, ckpt_path, data_root, image_folder)
     device = resolve_device(device_name)
     loader, data_classes = create_eval_loader(
         cfg.data,
@@ -136,16 +157,7 @@ def evaluate_checkpoint(
         checkpoint.get("data_fingerprint"),
         checkpoint.get("input_size"),
     )
-    expected = checkpoint["class_names"]
-    if len(data_classes) != len(expected):
-        raise DataError(
-            f"the checkpoint has {len(expected)} classes but the data set has "
-            f"{len(data_classes)}; evaluate on data with the classes {expected}"
-        )
-    if data_classes != expected:  # same count, other names or order: labels would not line up
-        raise DataError(
-            f"the data set's classes {data_classes} differ from the checkpoint's {expected}"
-        )
+    check_classes(data_classes, checkpoint["class_names"])
     norm = checkpoint["normalization"]
     # The same layout and precision as validation during training, so the numbers match.
     channels_last = cfg.train.channels_last
@@ -163,6 +175,10 @@ def evaluate_checkpoint(
             image_folder or ("synthetic" if cfg.data.dataset == "synthetic" else cfg.data.root)
         ),
         "epoch": checkpoint["epoch"],
+        # a last.pt saved mid-epoch holds these steps of the next epoch too
+        "steps_into_next_epoch": (checkpoint["run_state"].get("partial_epoch") or {}).get(
+            "steps", 0
+        ),
         "flip_tta": flip_tta,
         **classification_metrics(logits, labels, class_names),
     }
@@ -180,8 +196,11 @@ def evaluate_checkpoint(
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable summary table of a report."""
     tta = " with flip test-time augmentation" if report.get("flip_tta") else ""
+    steps = report["steps_into_next_epoch"]
     lines = [
         f"{report['split']} set{tta}: {report['num_samples']} images ({report['data']})",
+        f"weights after epoch {report['epoch']}"
+        + (f" and {steps} steps of the next" if steps else ""),
         f"accuracy {report['accuracy']:.4f} | loss {report['loss']:.4f} | "
         f"top-5 {report['top5_accuracy']:.4f} | macro F1 {report['macro_f1']:.4f}",
         f"{'class':<16}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}",

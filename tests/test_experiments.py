@@ -279,6 +279,32 @@ def test_a_run_without_per_epoch_metrics_is_refused(tmp_path: Path) -> None:
             load_run(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("summary.json", '{"best_val_acc": 0.5, "best_', "JSONDecodeError"),  # cut short
+        ("summary.json", '{"best_val_acc": 0.5}', "summary.json lacks best_val_loss"),
+        ("config.yaml", "name: r\ntrain: [", "ScannerError|ParserError"),
+        ("config.yaml", "train: {seed: 0}\n", "KeyError: 'name'"),
+        ("metrics.json", '[{"epoch": 1, "val_acc": 0.5}]', "metrics.json lacks epoch_time_s"),
+    ],
+)
+def test_unreadable_run_records_are_one_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": 1, "epochs_run": 1}
+    summary |= {"train_seconds": 1.0, "hardware": "cpu"}
+    row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
+    (tmp_path / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "metrics.json").write_text(json.dumps([row]))
+    assert load_run(tmp_path).summary == summary
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=message) as err:
+        load_run(tmp_path)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_stopped_sweep_saves_its_training_and_goes_no_further(tmp_path: Path, stop: str) -> None:

@@ -18,10 +18,12 @@ import data.loader
 import training.setup
 import utils.checkpoint
 from data.datasets import folder_image_set
+from evaluation.report import evaluate_checkpoint, format_report
 from tests.conftest import REPO, run_script, tiny_config
 from training.interrupt import TrainingInterruptedError
 from training.loop import NonFiniteLossError
-from training.trainer import fit
+from training.run_state import RunState, restore_cuda_rng
+from training.trainer import fit, interrupted
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError, DataError, UserError
 
@@ -127,6 +129,9 @@ def test_signal_mid_epoch_saves_and_resumes_same_sample_order(
     assert saved["epoch"] == 1 and saved["run_state"]["partial_epoch"]["steps"] == 4
     seconds_before_stop = saved["run_state"]["partial_epoch"]["seconds"]
     assert seconds_before_stop > 0
+    report = evaluate_checkpoint(saved, tmp_path / "split" / "last.pt")
+    assert report["epoch"] == 1 and report["steps_into_next_epoch"] == 4
+    assert "weights after epoch 1 and 4 steps of the next" in format_report(report)
     monkeypatch.setattr(data.loader.InMemoryLoader, "batches", recording("stopped", None))
     fit(cfg, tmp_path / "split", saved)
     assert torch.equal(torch.cat(served["straight"]), torch.cat(served["stopped"]))
@@ -152,6 +157,24 @@ def test_sigint_from_outside_exits_nonzero_with_resume_hint(tmp_path: Path) -> N
     assert "Resume with: python train.py --resume checkpoints/r" in stderr
     assert "Traceback" not in stderr
     load_checkpoint(tmp_path / "checkpoints/r/last.pt")
+
+
+def test_a_stop_before_any_checkpoint_offers_no_resume(tmp_path: Path) -> None:
+    """Data-parallel runs save no partial epoch, so a stop in epoch 1 leaves nothing."""
+    err = interrupted(signal.SIGTERM, RunState(), tmp_path)
+    assert "before any checkpoint" in str(err) and "Resume" not in str(err)
+    assert err.exit_code == 128 + signal.SIGTERM
+
+
+def test_only_the_training_gpus_generator_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    restored: list[tuple[torch.Tensor, torch.device]] = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: restored.append((s, d)))
+    states = [torch.tensor([0]), torch.tensor([1])]  # older checkpoints: one per visible GPU
+    restore_cuda_rng(states, torch.device("cuda", 1))
+    restore_cuda_rng(states, torch.device("cuda", 2))  # a GPU the saving host did not have
+    restore_cuda_rng(states[0], torch.device("cuda", 0))
+    restore_cuda_rng(states[0], torch.device("cpu"))  # a GPU run resumed on a CPU
+    assert [(int(s), d.index) for s, d in restored] == [(1, 1), (0, 0)]
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

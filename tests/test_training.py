@@ -44,7 +44,9 @@ def test_checkpoint_describes_itself_and_rebuilds_the_model(tmp_path: Path) -> N
 def test_loss_scale_survives_a_checkpoint(tmp_path: Path) -> None:
     """fp16 training keeps its loss scale across a resume (the scaler itself is CUDA-only in
     training; its state is plain data either way)."""
-    run = setup_run(tiny_config("optimized", tmp_path), tmp_path / "run", init_distributed())
+    run = setup_run(
+        tiny_config("optimized", tmp_path), tmp_path / "run", init_distributed(torch.device("cpu"))
+    )
     scaler = torch.amp.GradScaler("cpu", init_scale=64.0, growth_interval=7)
     parts = (run.cfg, run.data, run.model, run.optimizer, run.stopper, RunState())
     save_checkpoint(make_checkpoint(*parts, scaler), tmp_path / "last.pt")

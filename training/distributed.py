@@ -63,14 +63,15 @@ class Distributed:
         return torch.device("cpu")
 
 
-def init_distributed() -> Distributed:
-    """Join the process group torchrun describes in the environment, if any."""
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the process group torchrun describes in the environment, if any: NCCL when
+    training on CUDA ``device``s, gloo otherwise (also on a GPU host told to train on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)

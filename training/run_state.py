@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from data import DataBundle
 from training.early_stopping import EarlyStopping
@@ -59,8 +59,9 @@ def make_checkpoint(
 ) -> dict[str, Any]:
     """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
     rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # the training GPU's generator only: a resume may see fewer GPUs
+        rng["cuda"] = torch.cuda.get_rng_state(device)
     return {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
@@ -97,6 +98,17 @@ def restore(
         scaler.load_state_dict(checkpoint["grad_scaler"])
     stopper.load_state_dict(checkpoint["early_stopping"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
-    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    restore_cuda_rng(checkpoint["rng"].get("cuda"), next(model.parameters()).device)
     return RunState(epoch=checkpoint["epoch"], step=checkpoint["step"], **checkpoint["run_state"])
+
+
+def restore_cuda_rng(saved: Tensor | list[Tensor] | None, device: torch.device) -> None:
+    """Set the training GPU's generator; older checkpoints hold one state per visible GPU."""
+    if saved is None or device.type != "cuda":
+        return
+    if isinstance(saved, list):
+        index = device.index or 0
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, device)

@@ -31,7 +31,7 @@ from utils.config import Config, save_config
 from utils.device import emulated_bf16_warning, resolve_device, resolve_precision
 from utils.errors import UserError
 from utils.hardware import describe_hardware
-from utils.run_log import write_history
+from utils.run_log import write_history, write_text_atomic
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -57,7 +57,7 @@ def fit(
     """Train per ``cfg``, writing checkpoints and metrics to ``run_dir``; resume from
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
-    dist = init_distributed()
+    dist = init_distributed(resolve_device(cfg.train.device))
     precision = nchw_stages = None  # a new run chooses; a resumed one keeps its choice
     if checkpoint is not None:
         check_same_world_size(checkpoint["run_state"].get("world_size"), dist.world_size)
@@ -125,13 +125,17 @@ def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
 
 
 def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterruptedError:
+    name = signal.Signals(signum).name
+    if not (run_dir / "last.pt").is_file():  # data parallel: no save inside the first epoch
+        message = f"{name}: stopped in epoch 1, before any checkpoint; start the run again"
+        return TrainingInterruptedError(message, signum)
     where = (
         f"epoch {state.epoch + 1}, batch {state.partial_epoch['steps']}"
         if state.partial_epoch
         else f"the end of epoch {state.epoch} (a partly done epoch restarts on resume)"
     )
     return TrainingInterruptedError(
-        f"{signal.Signals(signum).name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
+        f"{name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
         f"Resume with: python train.py --resume {run_dir}",
         signum,
     )
@@ -238,7 +242,7 @@ def write_summary(state: RunState, run_dir: Path, hardware: str, precision: str)
         "nchw_stages": state.nchw_stages,
         "peak_rss_mib": peak_rss_mib(),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     reason = "stopped early" if state.stopped_early else "finished"
     tqdm.write(
         f"{reason} after {state.epoch} epochs ({state.train_seconds / 60:.1f} min). "

@@ -39,7 +39,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """``auto`` is bf16 where the hardware runs it fast, else fp32; fp16 is CUDA only."""
     if name == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # without including_emulation=False, pre-Ampere GPUs report (slow, emulated) bf16
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         if device.type == "cpu" and cpu_has_fast_bf16():
             return "bf16"
         return "fp32"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,21 @@ METRIC_FIELDS = (
 )
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a kill leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_history(history: list[dict[str, Any]], run_dir: Path) -> None:
     """Rewrite ``metrics.csv`` and ``metrics.json`` from the whole history (resume-safe)."""
-    with open(run_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
+    rows = io.StringIO(newline="")
+    writer = csv.DictWriter(rows, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(run_dir / "metrics.csv", rows.getvalue())
+    write_text_atomic(run_dir / "metrics.json", json.dumps(history, indent=2) + "\n")
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
