@@ -154,9 +154,8 @@ def folder_image_set(
     files, labels, class_names = list_image_folder(folder)
     key = _cache_key(files, size, skip_bad)
     cache = cache_dir / f"{folder.name}-{key}.pt" if cache_dir else None
-    if cache is not None and cache.is_file():
-        stored = torch.load(cache, weights_only=True)
-        return ImageSet(stored["images"], stored["labels"], stored["class_names"])
+    if cache is not None and (stored := _read_cache(cache)) is not None:
+        return stored
     decoded = _decode_all(files, skip_bad)
     kept = [(img, label) for img, label in zip(decoded, labels, strict=True) if img is not None]
     if len(kept) < len(files):
@@ -178,6 +177,19 @@ def folder_image_set(
     if cache is not None:
         _write_cache(image_set, cache)
     return image_set
+
+
+def _read_cache(cache: Path) -> ImageSet | None:
+    """The cached decoded set, or None when there is none or it cannot be read (then the
+    images are decoded again and the cache rewritten)."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = torch.load(cache, weights_only=True)
+        return ImageSet(stored["images"], stored["labels"], stored["class_names"])
+    except Exception as err:  # a damaged file can fail in many ways inside torch.load
+        warnings.warn(f"ignoring unreadable cache {cache} ({type(err).__name__})", stacklevel=2)
+        return None
 
 
 def _write_cache(image_set: ImageSet, cache: Path) -> None:

@@ -147,7 +147,7 @@ def evaluate_checkpoint(
     augmentation); the report says so, since the numbers then differ from training's.
     """
     cfg = eval_config(checkpoint, ckpt_path, data_root, image_folder)
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "--device")
     loader, data_classes = create_eval_loader(
         cfg.data,
         split,

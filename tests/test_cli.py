@@ -193,3 +193,9 @@ def test_evaluate_refuses_same_count_other_classes(
     ckpt = str(smoke_run / "checkpoints/s/best.pt")
     proc = run_in_process("evaluate.py", "--ckpt", ckpt, "--image-folder", "imgs", cwd=tmp_path)
     assert_one_line_error(proc, "differ from the checkpoint's")
+
+
+def test_evaluate_names_its_own_device_option(smoke_run: Path, run_in_process: CliRunner) -> None:
+    args = ["--ckpt", "checkpoints/s/best.pt", "--device", "gpu0"]
+    proc = run_in_process("evaluate.py", *args, cwd=smoke_run)
+    assert_one_line_error(proc, "--device: 'gpu0' is not a torch device")

@@ -1,5 +1,6 @@
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,14 @@ def test_image_folder_loads_labels_and_uses_cache(tmp_path: Path) -> None:
     assert len(list(cache.glob("*.pt"))) == 1
     second = folder_image_set(folder, None, cache)
     assert torch.equal(first.images, second.images)
+    (cached,) = cache.glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])  # cut short, as by a full disk
+    with pytest.warns(UserWarning, match="ignoring unreadable cache"):
+        third = folder_image_set(folder, None, cache)
+    assert torch.equal(first.images, third.images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache was rewritten whole
+        assert torch.equal(folder_image_set(folder, None, cache).images, first.images)
 
 
 def test_image_folder_mixed_sizes_need_image_size(tmp_path: Path) -> None:

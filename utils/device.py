@@ -11,8 +11,9 @@ import torch
 from utils.errors import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else must be a usable torch device."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be a usable torch device.
+    Errors name ``setting``, where the user gave ``name``."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,11 +23,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: {name!r} is not a torch device") from None
+        raise ConfigError(f"{setting}: {name!r} is not a torch device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but no CUDA device is available")
+        raise ConfigError(f"{setting}: cuda was asked for but no CUDA device is available")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device: mps was asked for but MPS is not available")
+        raise ConfigError(f"{setting}: mps was asked for but MPS is not available")
     return device
 
 
