@@ -53,24 +53,29 @@ class StepContext:
     autocast: Callable[[], AbstractContextManager]
     scaler: torch.amp.GradScaler | None = None
     skip_nonfinite: bool = False
-    # True when the loss is finite on every rank, so that all ranks skip or stop together
-    all_finite: Callable[[Tensor], bool] = lambda loss: bool(torch.isfinite(loss))
+    # given this rank's answer, True when the loss is finite on every rank, so that all ranks
+    # skip or stop together
+    all_finite: Callable[[bool], bool] = lambda finite: finite
 
 
 def _train_step(
     ctx: StepContext, inputs: Tensor, labels: Tensor, step: int
-) -> tuple[Tensor, Tensor] | None:
-    """One optimiser step; returns (loss, logits), or None when a non-finite loss was skipped."""
+) -> tuple[float, int] | None:
+    """One optimiser step; returns (loss, correct predictions), or None when a non-finite loss
+    was skipped. Both are read from the device at once, before the backward pass is queued:
+    one wait per step, and a GPU runs the backward pass while the next batch is prepared."""
     for group in ctx.optimizer.param_groups:
         group["lr"] = ctx.schedule.lr(step)
     with ctx.autocast():
         logits = ctx.model(inputs)  # (N, num_classes)
         loss = ctx.criterion(logits, labels)
-    if not ctx.all_finite(loss):
+    correct = (logits.detach().argmax(1) == labels).sum()
+    loss_value, correct_count = torch.stack([loss.detach().float(), correct.float()]).tolist()
+    if not ctx.all_finite(math.isfinite(loss_value)):
         if ctx.skip_nonfinite:
             return None
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at global step {step}; lower optim.lr, or set "
+            f"loss is {loss_value} at global step {step}; lower optim.lr, or set "
             "train.nonfinite_loss=skip to skip such batches"
         )
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -81,7 +86,7 @@ def _train_step(
     else:
         loss.backward()
         ctx.optimizer.step()
-    return loss.detach(), logits.detach()
+    return loss_value, int(correct_count)
 
 
 def train_one_epoch(
@@ -113,9 +118,9 @@ def train_one_epoch(
         if result is None:
             stats.skipped += 1
         else:
-            loss, logits = result
-            stats.loss_sum += loss.item() * len(labels)
-            stats.correct += int((logits.argmax(1) == labels).sum())
+            loss, correct = result
+            stats.loss_sum += loss * len(labels)
+            stats.correct += correct
             stats.seen += len(labels)
             bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
         if should_stop():

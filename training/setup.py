@@ -116,7 +116,7 @@ def setup_run(
         autocast=autocast_factory(precision, device),
         scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
-        all_finite=lambda loss: not dist.any(not bool(torch.isfinite(loss))),
+        all_finite=lambda finite: not dist.any(not finite),
     )
     stopper = EarlyStopping(**vars(cfg.early_stopping))
     return Run(
