@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +116,12 @@ def record_fed_sides(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(evaluation.report, "run_predictions", spy)
     return sides
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until ``path`` exists, failing if ``proc`` ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)

@@ -28,8 +28,7 @@ from experiments.sweep import (
     select_runs,
     train_command,
 )
-from tests.conftest import REPO, CliRunner
-from tests.test_reliability import wait_for
+from tests.conftest import REPO, CliRunner, wait_for
 from utils.config import load_config
 from utils.errors import UserError
 

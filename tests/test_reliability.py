@@ -19,7 +19,7 @@ import training.setup
 import utils.checkpoint
 from data.datasets import folder_image_set
 from evaluation.report import evaluate_checkpoint, format_report
-from tests.conftest import REPO, run_script, tiny_config
+from tests.conftest import REPO, run_script, tiny_config, wait_for
 from training.interrupt import TrainingInterruptedError
 from training.loop import NonFiniteLossError
 from training.run_state import RunState, restore_cuda_rng
@@ -175,14 +175,6 @@ def test_only_the_training_gpus_generator_is_restored(monkeypatch: pytest.Monkey
     restore_cuda_rng(states[0], torch.device("cuda", 0))
     restore_cuda_rng(states[0], torch.device("cpu"))  # a GPU run resumed on a CPU
     assert [(int(s), d.index) for s, d in restored] == [(1, 1), (0, 0)]
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
