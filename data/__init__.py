@@ -148,6 +148,11 @@ def use_streaming(cfg: DataConfig) -> bool:
     if not (root / "train").is_dir():
         return False  # loading reports the missing folder with the way out
     files, _, _ = list_image_folder(root / "train")
+    return too_big_for_memory(cfg, files)
+
+
+def too_big_for_memory(cfg: DataConfig, files: list[Path]) -> bool:
+    """Whether ``files``, decoded at the size they would be kept at, exceed the memory limit."""
     return decoded_bytes(files, cfg.image_size, cfg.skip_bad_images) > cfg.memory_limit_gb * 2**30
 
 
@@ -256,8 +261,7 @@ def create_eval_loader(
     batch = cfg.eval_batch_size
     if image_folder is not None:
         files = folder_file_set(image_folder)
-        estimate = decoded_bytes(files.files, cfg.image_size, cfg.skip_bad_images)
-        too_big = estimate > cfg.memory_limit_gb * 2**30
+        too_big = too_big_for_memory(cfg, files.files)
         if cfg.loader == "stream" or (cfg.loader == "auto" and too_big):
             return streaming_eval_loader(cfg, files, device, trained_side), files.class_names
         images = folder_image_set(image_folder, cfg.image_size, None, cfg.skip_bad_images)

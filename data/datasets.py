@@ -118,6 +118,14 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
 
 
+def stored_side(width: int, height: int, image_size: int | None) -> tuple[int, int]:
+    """The size an image is kept at in memory: its own, unless a side exceeds ``image_size``
+    (then ``image_size`` square). Smaller images are enlarged later, batch by batch."""
+    if image_size is not None and max(width, height) > image_size:
+        return image_size, image_size
+    return width, height
+
+
 def _cache_key(files: list[Path], size: int | None, skip_bad: bool) -> str:
     root = files[0].parent.parent
     digest = hashlib.sha1(f"{root.resolve()}|{size}|{skip_bad}".encode())
@@ -169,7 +177,8 @@ def folder_image_set(
             f"images in {folder} have different sizes; "
             "set data.image_size to resize them to one square size"
         )
-    if len(shapes) > 1 or (size is not None and max(max(shape[1:]) for shape in shapes) > size):
+    _, height, width = next(iter(shapes))
+    if len(shapes) > 1 or stored_side(width, height, size) != (width, height):
         images = [resize_square(img, size) for img in images]
     image_set = ImageSet(
         torch.stack(images), torch.tensor([label for _, label in kept]), class_names

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from data.datasets import decode_image_file, list_image_folder, resize_square
+from data.datasets import decode_image_file, list_image_folder, resize_square, stored_side
 from utils.errors import DataError
 
 
@@ -44,14 +44,6 @@ def first_image_size(files: list[Path], skip_bad: bool = False) -> tuple[int, in
             if not skip_bad:
                 raise DataError(f"cannot read image {path}: {err}") from None
     raise DataError(f"none of the {len(files)} images is readable")
-
-
-def stored_side(width: int, height: int, image_size: int | None) -> tuple[int, int]:
-    """The size an image is kept at in memory: its own, unless a side exceeds ``image_size``
-    (then ``image_size`` square). Smaller images are enlarged later, batch by batch."""
-    if image_size is not None and max(width, height) > image_size:
-        return image_size, image_size
-    return width, height
 
 
 def decoded_bytes(files: list[Path], image_size: int | None, skip_bad: bool = False) -> int:

@@ -175,10 +175,7 @@ def evaluate_checkpoint(
             image_folder or ("synthetic" if cfg.data.dataset == "synthetic" else cfg.data.root)
         ),
         "epoch": checkpoint["epoch"],
-        # a last.pt saved mid-epoch holds these steps of the next epoch too
-        "steps_into_next_epoch": (checkpoint["run_state"].get("partial_epoch") or {}).get(
-            "steps", 0
-        ),
+        "steps_into_next_epoch": partial_steps(checkpoint),
         "flip_tta": flip_tta,
         **classification_metrics(logits, labels, class_names),
     }
@@ -191,6 +188,12 @@ def evaluate_checkpoint(
     ]
     report["output_dir"] = str(out_dir)
     return report
+
+
+def partial_steps(checkpoint: dict[str, Any]) -> int:
+    """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
+    partial = checkpoint["run_state"].get("partial_epoch")
+    return partial["steps"] if partial else 0
 
 
 def format_report(report: dict[str, Any]) -> str:
