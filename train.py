@@ -20,7 +20,7 @@ from utils.cli import run_cli
 from utils.config import Config, apply_override, config_from_dict, load_config
 from utils.errors import UserError
 
-# What may change when a run continues: where things are and how long it goes on.
+# What may change when a run continues: where things are, how long it goes on, how often it saves.
 RESUME_SAFE_KEYS = {
     "data.root",
     "data.cache_dir",
@@ -29,6 +29,7 @@ RESUME_SAFE_KEYS = {
     "train.epochs",
     "train.device",
     "train.nonfinite_loss",
+    "train.save_every_minutes",
     "early_stopping.patience",
     "early_stopping.min_delta",
 }

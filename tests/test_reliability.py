@@ -141,6 +141,46 @@ def test_signal_mid_epoch_saves_and_resumes_same_sample_order(
     assert_same_training_state(straight, load_checkpoint(tmp_path / "split" / "last.pt"))
 
 
+class KilledError(Exception):
+    """Stands in for kill -9: it leaves the run with no save on the way out."""
+
+
+def test_timed_saves_change_nothing_and_a_kill_loses_only_the_steps_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[tuple[int, int | None]] = []  # (epochs done, steps into the next) per save
+    original_save, original_batches = training.setup.Run.save, data.loader.InMemoryLoader.batches
+
+    def recording_save(self, state: RunState, improved: bool = False) -> None:
+        saves.append((state.epoch, state.partial_epoch and state.partial_epoch["steps"]))
+        original_save(self, state, improved)
+
+    def killed_at_step_4_of_epoch_2(self, epoch: int = 0, start_batch: int = 0):
+        for i, batch in enumerate(original_batches(self, epoch, start_batch)):
+            if self.shuffle and epoch == 1 and start_batch + i == 3:
+                raise KilledError
+            yield batch
+
+    monkeypatch.setattr(training.setup.Run, "save", recording_save)
+    cfg = tiny_config("optimized", tmp_path, "train.epochs=2", *EXACT)
+    fit(cfg, tmp_path / "straight")
+    assert saves == [(1, None), (2, None)]  # off by default: epoch ends only
+    steps = load_checkpoint(tmp_path / "straight" / "last.pt")["step"] // 2  # per epoch
+    saves.clear()
+    every_step = tiny_config("optimized", tmp_path, "train.epochs=2", *EXACT,
+                             "train.save_every_minutes=1e-9")  # fmt: skip
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", killed_at_step_4_of_epoch_2)
+    with pytest.raises(KilledError):
+        fit(every_step, tmp_path / "killed")
+    assert saves == [(0, s) for s in range(1, steps)] + [(1, None), (1, 1), (1, 2), (1, 3)]
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", original_batches)
+    checkpoint = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert checkpoint["run_state"]["partial_epoch"]["steps"] == 3
+    fit(every_step, tmp_path / "killed", checkpoint)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert_same_training_state(straight, load_checkpoint(tmp_path / "killed" / "last.pt"))
+
+
 @pytest.mark.slow
 def test_sigint_from_outside_exits_nonzero_with_resume_hint(tmp_path: Path) -> None:
     args = ["--config", "smoke.yaml", "--set", "train.epochs=50", "--run-name", "r"]

@@ -87,6 +87,12 @@ def fit(
         )
         if warning := emulated_bf16_warning(run.precision, run.device):
             tqdm.write(warning, file=sys.stderr)
+        if dist.enabled and cfg.train.save_every_minutes is not None:
+            tqdm.write(
+                "warning: train.save_every_minutes is ignored under torchrun: an epoch cut "
+                "short restarts there, so last.pt is written at epoch ends only",
+                file=sys.stderr,
+            )
     first_epoch = state.epoch
     with StopOnSignal() as stop:
 
@@ -147,6 +153,58 @@ def summed_over_ranks(dist: Distributed, stats: EpochStats) -> EpochStats:
     return EpochStats(loss_sum, round(correct), round(seen))
 
 
+class SaveClock:
+    """Says when ``minutes`` have passed since it was last restarted; never, for None."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.seconds = None if minutes is None else minutes * 60
+        self.restart()
+
+    def restart(self) -> None:
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.since >= self.seconds
+
+
+def partial_epoch(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
+    """What a checkpoint keeps of an epoch cut short: its sums, its augmentation RNG, its time."""
+    return {**vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds}
+
+
+def train_with_timed_saves(
+    run: Run,
+    state: RunState,
+    gen: torch.Generator,
+    stats: EpochStats,
+    should_stop: Callable[[], bool],
+    elapsed: Callable[[], float],
+) -> EpochStats:
+    """Train the rest of the epoch. Every ``train.save_every_minutes`` it pauses after a step,
+    writes the partial epoch to last.pt as a stop would, and goes on: the batches and RNG
+    continue unchanged, so the saves alter nothing. Single-process only: under torchrun an
+    epoch cut short restarts (see ``fit``). Returns with ``interrupted`` set when
+    ``should_stop()`` cut the epoch short."""
+    cfg, data, dist, epoch = run.cfg, run.data, run.dist, state.epoch
+    clock = SaveClock(None if dist.enabled else cfg.train.save_every_minutes)
+    desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
+    while True:
+        batches = data.train.batches(epoch, start_batch=stats.steps)
+        try:
+            stats = train_one_epoch(
+                run.ctx, batches, data.train_transform, gen, state.step, len(data.train), desc,
+                stats, lambda: should_stop() or clock.due(), progress=dist.is_main,
+            )  # fmt: skip
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
+        if not stats.interrupted or should_stop():
+            return stats
+        state.partial_epoch = partial_epoch(stats, gen, elapsed())
+        run.save(state)
+        clock.restart()
+        stats.interrupted = False
+
+
 def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dict[str, Any] | None:
     """Train one epoch (or the rest of a partial one), validate, and append the epoch's
     metrics, summed over all ranks, to ``state.history``. Returns None, with
@@ -161,20 +219,13 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
         gen.set_state(partial.pop("generator"))
         prior_seconds = partial.pop("seconds", 0.0)
         stats = EpochStats(**partial)
-    desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
-    batches = data.train.batches(epoch, start_batch=stats.steps)
-    try:
-        stats = train_one_epoch(
-            run.ctx, batches, data.train_transform, gen, state.step, len(data.train), desc,
-            stats, should_stop, progress=dist.is_main,
-        )  # fmt: skip
-    except NonFiniteLossError as err:
-        raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
+
+    def elapsed() -> float:
+        return prior_seconds + time.perf_counter() - start
+
+    stats = train_with_timed_saves(run, state, gen, stats, should_stop, elapsed)
     if stats.interrupted:
-        seconds = prior_seconds + time.perf_counter() - start
-        state.partial_epoch = {
-            **vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds
-        }  # fmt: skip
+        state.partial_epoch = partial_epoch(stats, gen, elapsed())
         return None
     state.partial_epoch = None
     train_seconds = prior_seconds + time.perf_counter() - start

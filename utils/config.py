@@ -101,6 +101,9 @@ class TrainConfig:
     layout_probe: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
     nonfinite_loss: str = _choice("stop", "skip")
+    # also write last.pt inside an epoch once this many minutes have passed since the last save, so
+    # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only
+    save_every_minutes: float | None = _range(None, 0.0, None, low_open=True)
     sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
 
 
