@@ -14,6 +14,7 @@ from pathlib import Path
 
 from data import resolve_data_root
 from training.distributed import shutdown_distributed
+from training.run_state import partial_steps
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
@@ -93,7 +94,9 @@ def main() -> None:
     args = parse_args()
     if args.resume:
         cfg, run_dir, checkpoint = resumed_config(args)
-        print(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
+        epoch, steps = checkpoint["epoch"], partial_steps(checkpoint)
+        within = f" and {steps} steps of epoch {epoch + 1}" if steps else ""
+        print(f"resuming {run_dir} after epoch {epoch}{within}")
     else:
         cfg, checkpoint = load_config(args.config, overrides(args)), None
         name = args.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

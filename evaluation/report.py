@@ -25,6 +25,7 @@ from evaluation.plots import (
 from models import ResNet, create_model
 from training.layout import apply_layout
 from training.loop import predict
+from training.run_state import partial_steps
 from utils.config import Config, config_from_dict
 from utils.device import autocast_factory, resolve_device, resolve_precision
 from utils.errors import ConfigError, DataError
@@ -188,12 +189,6 @@ def evaluate_checkpoint(
     ]
     report["output_dir"] = str(out_dir)
     return report
-
-
-def partial_steps(checkpoint: dict[str, Any]) -> int:
-    """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
-    partial = checkpoint["run_state"].get("partial_epoch")
-    return partial["steps"] if partial else 0
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -196,7 +196,12 @@ def test_sigint_from_outside_exits_nonzero_with_resume_hint(tmp_path: Path) -> N
     assert proc.returncode == 130, stderr
     assert "Resume with: python train.py --resume checkpoints/r" in stderr
     assert "Traceback" not in stderr
-    load_checkpoint(tmp_path / "checkpoints/r/last.pt")
+    saved = load_checkpoint(tmp_path / "checkpoints/r/last.pt")
+    epoch, partial = saved["epoch"], saved["run_state"]["partial_epoch"]
+    more = ["--set", f"train.epochs={epoch + 1}"]
+    proc = run_script("train.py", "--resume", "checkpoints/r", *more, cwd=tmp_path)
+    within = f" and {partial['steps']} steps of epoch {epoch + 1}" if partial else ""
+    assert f"resuming checkpoints/r after epoch {epoch}{within}\n" in proc.stdout
 
 
 def test_a_stop_before_any_checkpoint_offers_no_resume(tmp_path: Path) -> None:

@@ -37,6 +37,12 @@ class RunState:
     world_size: int | None = None  # processes that trained; a resume must use as many
 
 
+def partial_steps(checkpoint: dict[str, Any]) -> int:
+    """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
+    partial = checkpoint["run_state"].get("partial_epoch")
+    return partial["steps"] if partial else 0
+
+
 def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
     """Construction arguments of the model; stored in checkpoints to rebuild it."""
     return {
