@@ -228,17 +228,17 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
         state.partial_epoch = partial_epoch(stats, gen, elapsed())
         return None
     state.partial_epoch = None
-    train_seconds = prior_seconds + time.perf_counter() - start
+    train_seconds = elapsed()
     dist.share_buffers_from_main(run.model)
     val = evaluate_loss_accuracy(
         run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
         progress=dist.is_main,
     )  # fmt: skip
     train_all, val_all = summed_over_ranks(dist, stats), summed_over_ranks(dist, val)
-    elapsed = prior_seconds + time.perf_counter() - start
+    epoch_seconds = elapsed()
     state.step += stats.steps
     state.epoch += 1
-    state.train_seconds += elapsed
+    state.train_seconds += epoch_seconds
     row = {
         "epoch": state.epoch,
         "train_loss": train_all.loss,
@@ -246,7 +246,7 @@ def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dic
         "val_loss": val_all.loss,
         "val_acc": val_all.accuracy,
         "lr": run.optimizer.param_groups[0]["lr"],
-        "epoch_time_s": round(elapsed, 2),
+        "epoch_time_s": round(epoch_seconds, 2),
         "images_per_s": round(train_all.seen / train_seconds, 1),
         "skipped_steps": stats.skipped,
     }
