@@ -4,6 +4,7 @@ where the test trains or where the process itself matters, and in this process
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def test_evaluate_broken_checkpoint(
     content = {
         "truncated": good[: len(good) // 2],
         "empty": b"",
-        "random": os.urandom(4096),
+        "random": random.Random(0).randbytes(4096),
         "not_ours": None,
     }[damage]
     path = tmp_path / "broken.pt"

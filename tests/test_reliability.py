@@ -283,6 +283,17 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_any_damaged_bytes_give_a_checkpoint_error(tmp_path: Path) -> None:
+    """Random bytes reach many corners of the unpickler (IndexError, KeyError, struct.error);
+    each must come out as the one error the command-line tools turn into a message."""
+    path = tmp_path / "damaged.pt"
+    rng = random.Random(0)
+    for _ in range(300):
+        path.write_bytes(rng.randbytes(rng.choice([1, 7, 64, 4096])))
+        with pytest.raises(CheckpointError, match=r"damaged\.pt"):
+            load_checkpoint(path)
+
+
 @pytest.mark.parametrize("bad", ["truncated.jpg", "notes.jpg", "huge.png"])
 def test_bad_image_named_or_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
