@@ -123,6 +123,7 @@ def make_transforms(
         cfg.image_size,
         channels_last=channels_last,
         cutout=cfg.cutout,
+        crop_padding_mode=cfg.crop_padding_mode,
     )
     evaluation = BatchTransform(mean, std, output_size=cfg.image_size, channels_last=channels_last)
     return train, evaluation

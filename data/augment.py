@@ -16,13 +16,18 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def random_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
-    """Zero-pad by ``padding`` and crop back to the input size at a uniform random offset.
+def random_crop(
+    images: Tensor, padding: int, gen: torch.Generator, mode: str = "zeros"
+) -> Tensor:
+    """Pad by ``padding`` and crop back to the input size at a uniform random offset.
 
     images: (N, C, H, W). Offsets are drawn independently per sample from 0..2*padding.
+    ``mode`` "zeros" pads with black (torchvision's ``RandomCrop(padding=p)``), "reflect" mirrors
+    the border (``padding_mode="reflect"``), so a shifted image has no black band.
     """
     n, c, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H+2p, W+2p)
+    pad = (padding, padding, padding, padding)
+    padded = F.pad(images, pad, mode="reflect") if mode == "reflect" else F.pad(images, pad)
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).to(images.device)
     rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (N, H)
     cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (N, W)
@@ -66,9 +71,11 @@ class BatchTransform:
         output_size: int | None = None,
         channels_last: bool = False,
         cutout: int = 0,
+        crop_padding_mode: str = "zeros",
     ) -> None:
         self.hflip = hflip
         self.crop_padding = crop_padding
+        self.crop_padding_mode = crop_padding_mode
         self.cutout = cutout
         self.output_size = output_size
         self.channels_last = channels_last
@@ -86,7 +93,7 @@ class BatchTransform:
             if gen is None:
                 raise ValueError("an augmenting transform needs a torch.Generator")
             if self.crop_padding:
-                images = random_crop(images, self.crop_padding, gen)
+                images = random_crop(images, self.crop_padding, gen, self.crop_padding_mode)
             if self.hflip:
                 images = random_hflip(images, gen)
         scale, shift = self.scale.to(images.device), self.shift.to(images.device)

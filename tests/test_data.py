@@ -51,6 +51,24 @@ def test_random_crop_offsets_uniform_over_9x9_and_match_torchvision() -> None:
         assert torch.equal(out[k], expected)
 
 
+def test_reflect_padded_crop_mirrors_the_border_as_torchvision_does() -> None:
+    padding = 4
+    images = position_images(400)
+    out = random_crop(images, padding, torch.Generator().manual_seed(0), mode="reflect")
+    assert out.shape == images.shape and out.min() >= 10  # no zero band anywhere
+    for k in range(400):  # each crop equals torchvision's reflect pad + crop at some offset
+        padded = TF.pad(images[k], [padding], padding_mode="reflect")
+        matches = [
+            (dy, dx)
+            for dy in range(2 * padding + 1)
+            for dx in range(2 * padding + 1)
+            if torch.equal(out[k], TF.crop(padded, dy, dx, 32, 32))
+        ]
+        assert len(matches) == 1
+    zero_padded = random_crop(images, padding, torch.Generator().manual_seed(0))
+    assert (zero_padded == 0).any()  # the default still pads with zeros
+
+
 def test_horizontal_flip_rate_is_half() -> None:
     n = 20_000
     out = random_hflip(position_images(n), torch.Generator().manual_seed(0))

@@ -67,3 +67,12 @@ def test_onecycle_rises_then_falls() -> None:
     assert values[0] < 0.02 and max(values) == pytest.approx(0.1, rel=0.02)
     assert 0.25 * len(values) < peak < 0.35 * len(values)
     assert values[-1] < 0.005
+
+
+def test_onecycle_peak_position_and_start_are_keys() -> None:
+    values = lrs("onecycle", peak_fraction=0.2, start_ratio=0.2)
+    assert values[0] == pytest.approx(0.02)
+    assert values.index(max(values)) == 20  # 20% of 100 steps
+    assert all(a < b for a, b in itertools.pairwise(values[:21]))  # linear rise
+    assert all(a > b for a, b in itertools.pairwise(values[20:]))  # linear fall
+    assert values[60] == pytest.approx(0.1 * (1 - 0.5), rel=1e-6)  # halfway down the fall

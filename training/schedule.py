@@ -37,10 +37,10 @@ class LrSchedule:
         if cfg.name == "cosine":
             cosine = 0.5 * (1 + math.cos(math.pi * progress))
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
-        # onecycle: linear ramp up over the first 30%, then linear decay to the floor
-        peak = 0.3
+        # onecycle (a triangle): linear ramp up to the peak, then linear decay to the floor
+        peak, start = cfg.peak_fraction, cfg.start_ratio
         if progress < peak:
-            return 0.1 + 0.9 * progress / peak
+            return start + (1 - start) * progress / peak
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress) / (1 - peak)
 
     def lr(self, step: int) -> float:

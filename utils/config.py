@@ -41,7 +41,8 @@ class DataConfig:
     batch_size: int = _range(128, 2)  # BatchNorm cannot train on one sample
     eval_batch_size: int = _range(512, 1)
     hflip: bool = False
-    crop_padding: int = _range(0, 0, 64)  # random crop with this zero padding; 0 turns it off
+    crop_padding: int = _range(0, 0, 64)  # random crop after padding by this much; 0: off
+    crop_padding_mode: str = _choice("zeros", "reflect")  # what the crop's padding holds
     cutout: int = _range(0, 0, 1024)  # side of a square blanked per training image; 0: off
     download: bool = True
     loader: str = _choice("auto", "memory", "stream")  # auto: stream above memory_limit_gb
@@ -77,6 +78,10 @@ class ScheduleConfig:
     step_epochs: int = _range(30, 1)  # "step": multiply the lr by gamma every step_epochs
     gamma: float = _range(0.1, 0.0, 1.0, low_open=True)
     min_lr_ratio: float = _range(0.0, 0.0, 1.0)  # cosine/onecycle floor, as a fraction of lr
+    # onecycle: the lr rises linearly from start_ratio * lr to lr over the first peak_fraction
+    # of all steps, then falls linearly to min_lr_ratio * lr
+    peak_fraction: float = _range(0.3, 0.0, 1.0, low_open=True, high_open=True)
+    start_ratio: float = _range(0.1, 0.0, 1.0)
 
 
 @dataclass
