@@ -16,9 +16,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def random_crop(
-    images: Tensor, padding: int, gen: torch.Generator, mode: str = "zeros"
-) -> Tensor:
+def random_crop(images: Tensor, padding: int, gen: torch.Generator, mode: str = "zeros") -> Tensor:
     """Pad by ``padding`` and crop back to the input size at a uniform random offset.
 
     images: (N, C, H, W). Offsets are drawn independently per sample from 0..2*padding.

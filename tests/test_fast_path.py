@@ -62,7 +62,9 @@ def test_stages_in_nchw_compute_the_same_logits_and_gradients() -> None:
         conv.register_forward_pre_hook(
             lambda _m, args, name=name: seen.__setitem__(name, args[0].is_contiguous())
         )
-    inputs = torch.randn(8, 3, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    inputs = torch.randn(8, 3, 32, 32, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last
+    )
     outputs = []
     for net in (everywhere, mixed):
         logits = net(inputs)
