@@ -14,26 +14,11 @@ from pathlib import Path
 
 from data import resolve_data_root
 from training.distributed import shutdown_distributed
-from training.run_state import partial_steps
 from training.trainer import fit
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, steps_into_next_epoch
 from utils.cli import run_cli
-from utils.config import Config, apply_override, config_from_dict, load_config
+from utils.config import Config, apply_override, config_from_dict, load_config, resume_safe_keys
 from utils.errors import UserError
-
-# What may change when a run continues: where things are, how long it goes on, how often it saves.
-RESUME_SAFE_KEYS = {
-    "data.root",
-    "data.cache_dir",
-    "data.num_workers",
-    "data.skip_bad_images",
-    "train.epochs",
-    "train.device",
-    "train.nonfinite_loss",
-    "train.save_every_minutes",
-    "early_stopping.patience",
-    "early_stopping.min_delta",
-}
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,12 +64,13 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
         )
     checkpoint = load_checkpoint(path)
     raw = checkpoint["config"]
+    allowed = resume_safe_keys()
     for assignment in overrides(args):
         key = assignment.partition("=")[0].strip()
-        if key not in RESUME_SAFE_KEYS:
+        if key not in allowed:
             raise UserError(
                 f"--set {key} cannot change on resume (it would change the split, the batches "
-                f"or the model); keys that can: {', '.join(sorted(RESUME_SAFE_KEYS))}"
+                f"or the model); keys that can: {', '.join(sorted(allowed))}"
             )
         apply_override(raw, assignment)
     return config_from_dict(raw, f"{path} (stored config)"), path.parent, checkpoint
@@ -94,7 +80,7 @@ def main() -> None:
     args = parse_args()
     if args.resume:
         cfg, run_dir, checkpoint = resumed_config(args)
-        epoch, steps = checkpoint["epoch"], partial_steps(checkpoint)
+        epoch, steps = checkpoint["epoch"], steps_into_next_epoch(checkpoint)
         within = f" and {steps} steps of epoch {epoch + 1}" if steps else ""
         print(f"resuming {run_dir} after epoch {epoch}{within}")
     else:

@@ -32,15 +32,14 @@ from data import channel_stats
 from data.augment import BatchTransform
 from data.datasets import ImageSet, folder_image_set, synthetic_image_set
 from data.loader import InMemoryLoader
-from models import create_model
-from training.layout import apply_layout, probe_nchw_stages
-from training.loop import StepContext, predict, train_one_epoch
-from training.precision import faster_precision, time_training_step, wants_probe
+from evaluation.inference import predict
+from models import apply_layout, create_model
+from training.autotune import faster_precision, probe_nchw_stages, time_training_step, wants_probe
+from training.loop import StepContext, train_one_epoch
 from training.schedule import LrSchedule
-from training.trainer import peak_rss_mib
 from utils.config import ScheduleConfig
 from utils.device import autocast_factory, resolve_precision
-from utils.hardware import describe_hardware
+from utils.hardware import describe_hardware, peak_rss_mib
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg/train"
 
@@ -133,7 +132,7 @@ def repo_eval_img_per_s(
 ) -> float:
     model = apply_layout(create_model(num_classes=10, stem=stem), nchw_stages)
     transform = BatchTransform(
-        [0.5] * 3, [0.25] * 3, output_size=None if size == 32 else size, channels_last=True
+        [0.5] * 3, [0.25] * 3, input_side=None if size == 32 else size, channels_last=True
     )
     subset = images[:2048]
     loader = InMemoryLoader(subset, torch.zeros(len(subset), dtype=torch.long), 512, False)

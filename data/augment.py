@@ -66,7 +66,7 @@ class BatchTransform:
         std: Sequence[float],
         hflip: bool = False,
         crop_padding: int = 0,
-        output_size: int | None = None,
+        input_side: int | None = None,  # the model's; other sizes are resized to it
         channels_last: bool = False,
         cutout: int = 0,
         crop_padding_mode: str = "zeros",
@@ -75,7 +75,7 @@ class BatchTransform:
         self.crop_padding = crop_padding
         self.crop_padding_mode = crop_padding_mode
         self.cutout = cutout
-        self.output_size = output_size
+        self.input_side = input_side
         self.channels_last = channels_last
         # x / 255 normalised is x * scale + shift, computed in one fused multiply-add.
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -98,8 +98,8 @@ class BatchTransform:
         out = torch.addcmul(shift, images.float(), scale)
         if self.cutout:
             out = random_cutout(out, self.cutout, gen)
-        if self.output_size is not None and out.shape[-1] != self.output_size:
-            out = F.interpolate(out, size=self.output_size, mode="bilinear", antialias=True)
+        if self.input_side is not None and out.shape[-1] != self.input_side:
+            out = F.interpolate(out, size=self.input_side, mode="bilinear", antialias=True)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out

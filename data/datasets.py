@@ -35,6 +35,9 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, indices: Tensor) -> ImageSet:
+        return ImageSet(self.images[indices], self.labels[indices], self.class_names)
+
 
 def synthetic_image_set(
     num_samples: int, num_classes: int, size: int = 32, seed: int = 0

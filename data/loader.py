@@ -88,7 +88,7 @@ class InMemoryLoader(EpochOrder):
     ) -> None:
         super().__init__(labels.to(device), batch_size, shuffle, seed, rank, world_size)
         self.images = images.to(device)  # (N, 3, H, W) uint8
-        self.image_side = images.shape[-1]
+        self.stored_side = images.shape[-1]  # the side images are kept at
 
     def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
         for idx in self.index_batches(epoch, start_batch):
@@ -156,7 +156,7 @@ class StreamingLoader(EpochOrder):
         super().__init__(labels, batch_size, shuffle, seed, rank, world_size)
         self.files = files
         self.dataset = _FileDataset(files, size)
-        self.image_side = size
+        self.stored_side = size
         self.device = torch.device(device)
         self.num_workers = num_workers
         self.skip_bad = skip_bad

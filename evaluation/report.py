@@ -15,6 +15,7 @@ import torch
 
 from data import Loader, create_eval_loader
 from data.augment import BatchTransform
+from evaluation.inference import predict
 from evaluation.metrics import classification_metrics
 from evaluation.plots import (
     plot_confusion_matrix,
@@ -22,49 +23,37 @@ from evaluation.plots import (
     plot_per_class_accuracy,
     plot_training_curves,
 )
-from models import ResNet, create_model
-from training.layout import apply_layout
-from training.loop import predict
-from training.run_state import partial_steps
+from models import ResNet, apply_layout, create_model
+from utils.checkpoint import steps_into_next_epoch
 from utils.config import Config, config_from_dict
-from utils.device import autocast_factory, resolve_device, resolve_precision
-from utils.errors import ConfigError, DataError
+from utils.device import resolve_device
+from utils.errors import DataError
+from utils.fast_path import FastPath, recorded_fast_path
 from utils.run_log import read_history
 
 MISCLASSIFIED_SHOWN = 24
 
 
-def load_model(checkpoint: dict[str, Any], device: torch.device, channels_last: bool) -> ResNet:
+def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: FastPath) -> ResNet:
     """The checkpoint's model on ``device``, in the memory layout it trained in."""
     model = create_model(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
     model = model.to(device).eval()
-    if not channels_last:
+    if not fast_path.channels_last:
         return model
-    nchw_stages = checkpoint.get("run_state", {}).get("nchw_stages") or []
-    return apply_layout(model, nchw_stages if device.type == "cpu" else [])
-
-
-def eval_precision(checkpoint: dict[str, Any], device: torch.device) -> str:
-    """The precision training validated in, so the numbers match; ``auto`` where it cannot
-    run here (fp16 off CUDA) or was not recorded."""
-    trained_in = checkpoint.get("run_state", {}).get("precision") or "auto"
-    try:
-        return resolve_precision(trained_in, device)
-    except ConfigError:
-        return resolve_precision("auto", device)
+    return apply_layout(model, list(fast_path.nchw_stages))
 
 
 def run_predictions(
     model: ResNet,
     loader: Loader,
     transform: BatchTransform,
-    precision: str,
+    fast_path: FastPath,
     device: torch.device,
     flip_tta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,), on the CPU."""
-    autocast = autocast_factory(precision, device)
+    autocast = fast_path.autocast(device)
     batches = loader.batches()
     outputs = list(predict(model, batches, transform, autocast, len(loader), flip_tta=flip_tta))
     logits = torch.cat([logit for logit, _ in outputs]).cpu()
@@ -114,8 +103,8 @@ def eval_config(
     cfg = config_from_dict(checkpoint["config"], f"{ckpt_path} (stored config)")
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    if image_folder is not None and cfg.data.image_size is None and "input_size" in checkpoint:
-        cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_size"]))
+    if image_folder is not None and cfg.data.image_size is None and "input_side" in checkpoint:
+        cfg = replace(cfg, data=replace(cfg.data, image_size=checkpoint["input_side"]))
     return cfg
 
 
@@ -156,18 +145,18 @@ def evaluate_checkpoint(
         device,
         image_folder,
         checkpoint.get("data_fingerprint"),
-        checkpoint.get("input_size"),
+        checkpoint.get("input_side"),
     )
     check_classes(data_classes, checkpoint["class_names"])
     norm = checkpoint["normalization"]
     # The same layout and precision as validation during training, so the numbers match.
-    channels_last = cfg.train.channels_last
+    fast_path = recorded_fast_path(checkpoint).on(device, strict=False)
     transform = BatchTransform(
-        norm["mean"], norm["std"], output_size=cfg.data.image_size, channels_last=channels_last
-    )
-    model = load_model(checkpoint, device, channels_last)
-    precision = eval_precision(checkpoint, device)
-    logits, labels = run_predictions(model, loader, transform, precision, device, flip_tta)
+        norm["mean"], norm["std"], input_side=checkpoint.get("input_side"),
+        channels_last=fast_path.channels_last,
+    )  # fmt: skip
+    model = load_model(checkpoint, device, fast_path)
+    logits, labels = run_predictions(model, loader, transform, fast_path, device, flip_tta)
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),
@@ -176,7 +165,7 @@ def evaluate_checkpoint(
             image_folder or ("synthetic" if cfg.data.dataset == "synthetic" else cfg.data.root)
         ),
         "epoch": checkpoint["epoch"],
-        "steps_into_next_epoch": partial_steps(checkpoint),
+        "steps_into_next_epoch": steps_into_next_epoch(checkpoint),
         "flip_tta": flip_tta,
         **classification_metrics(logits, labels, class_names),
     }

@@ -28,6 +28,7 @@ import yaml
 
 from experiments.archive import archive_run
 from utils.cli import run_cli
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN_KEYS = {"name", "config", "set"}
@@ -44,33 +45,33 @@ class PlannedRun:
 def read_plan(path: Path) -> list[PlannedRun]:
     """The runs of a plan file; a missing file or a malformed entry stops with a message."""
     if not path.is_file():
-        raise SystemExit(f"plan {path} not found")
+        raise UserError(f"plan {path} not found")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         first_line = str(err).splitlines()[0]
-        raise SystemExit(f"{path}: not valid YAML ({first_line})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line})") from None
     entries = raw.get("runs") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise SystemExit(f"{path}: expected 'runs:' with a list of {{name, config, set}}")
+        raise UserError(f"{path}: expected 'runs:' with a list of {{name, config, set}}")
     runs = [planned_run(entry, path) for entry in entries]
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
-        raise SystemExit(f"{path}: run names must be unique")
+        raise UserError(f"{path}: run names must be unique")
     return runs
 
 
 def planned_run(entry: object, path: Path) -> PlannedRun:
     """One entry of a plan: a name, a config and optionally ``set``, a list of KEY=VALUE."""
     if not isinstance(entry, dict) or not {"name", "config"} <= entry.keys():
-        raise SystemExit(f"{path}: every run needs a name and a config, got {entry!r}")
+        raise UserError(f"{path}: every run needs a name and a config, got {entry!r}")
     if unknown := sorted(entry.keys() - PLAN_KEYS):
-        raise SystemExit(
+        raise UserError(
             f"{path}: run {entry['name']}: unknown key {unknown[0]!r} (allowed: name, config, set)"
         )
     overrides = entry.get("set", [])
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise SystemExit(
+        raise UserError(
             f"{path}: run {entry['name']}: 'set' must be a list of KEY=VALUE, got {overrides!r}"
         )
     return PlannedRun(str(entry["name"]), str(entry["config"]), overrides)
@@ -83,7 +84,7 @@ def select_runs(plan: list[PlannedRun], only: list[str] | None) -> list[PlannedR
     unknown = sorted(set(only) - {run.name for run in plan})
     if unknown:
         known = ", ".join(run.name for run in plan)
-        raise SystemExit(f"not in the plan: {', '.join(unknown)} (the plan has {known})")
+        raise UserError(f"not in the plan: {', '.join(unknown)} (the plan has {known})")
     return [run for run in plan if run.name in only]
 
 

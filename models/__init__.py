@@ -1,19 +1,15 @@
-"""Model architectures. ``create_model`` builds one from its construction arguments."""
+"""Model architectures: the ResNet-18, its factory and its per-stage memory layout."""
 
-from __future__ import annotations
-
-from typing import Any
-
+from models.factory import ARCHITECTURES, create_model, model_args
+from models.layout import STAGES, apply_layout
 from models.resnet import ResNet, resnet18
 
-ARCHITECTURES = {"resnet18": resnet18}
-
-
-def create_model(arch: str = "resnet18", **kwargs: Any) -> ResNet:
-    """Build a model by name; ``kwargs`` are the constructor's (stored in checkpoints)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; available: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**kwargs)
-
-
-__all__ = ["ARCHITECTURES", "ResNet", "create_model", "resnet18"]
+__all__ = [
+    "ARCHITECTURES",
+    "STAGES",
+    "ResNet",
+    "apply_layout",
+    "create_model",
+    "model_args",
+    "resnet18",
+]

@@ -89,10 +89,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit) as stop:
             run_cli(module.main)
         out, err = capsys.readouterr()
-        code = stop.value.code
-        if isinstance(code, str):  # sys.exit("message"): a child prints it and exits 1
-            code, err = 1, f"{err}{code}\n"
-        return subprocess.CompletedProcess([script, *args], code or 0, out, err)
+        return subprocess.CompletedProcess([script, *args], stop.value.code or 0, out, err)
 
     return run
 

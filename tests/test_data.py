@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from data import carve_validation, channel_stats, load_image_set, make_transforms
 from data.augment import BatchTransform, random_crop, random_cutout, random_hflip
+from data.build import channel_stats, make_transforms, recorded_split, split_sets
 from data.datasets import cifar_image_set, folder_image_set, synthetic_image_set
 from data.loader import InMemoryLoader
 from data.split import data_fingerprint, split_indices
@@ -103,7 +103,7 @@ def test_cutout_is_reproducible_and_leaves_other_augmentation_unchanged() -> Non
     kept = first != 0  # crop and flip draw first, so they match the run without cutout
     assert torch.equal(first[kept], without[kept]) and (~kept).any()
     cfg = load_config("optimized", ["data.cutout=12"]).data
-    train_tf, eval_tf = make_transforms(cfg, [0.5] * 3, [0.25] * 3, False)
+    train_tf, eval_tf = make_transforms(cfg, [0.5] * 3, [0.25] * 3, 32, False)
     assert train_tf.cutout == 12 and eval_tf.cutout == 0
     assert load_config("optimized").data.cutout == 0
 
@@ -112,7 +112,7 @@ def test_augmentation_applied_in_optimized_absent_in_baseline() -> None:
     images = synthetic_image_set(64, 4).images
     mean, std = [0.5] * 3, [0.25] * 3
     for name, augmented in (("baseline", False), ("optimized", True)):
-        train_tf, eval_tf = make_transforms(load_config(name).data, mean, std, False)
+        train_tf, eval_tf = make_transforms(load_config(name).data, mean, std, 32, False)
         same = torch.equal(train_tf(images, torch.Generator().manual_seed(1)), eval_tf(images))
         assert same is not augmented, name
         assert not eval_tf.augments  # nothing random reaches validation
@@ -120,7 +120,7 @@ def test_augmentation_applied_in_optimized_absent_in_baseline() -> None:
 
 def test_normalisation_and_resize() -> None:
     images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
-    out = BatchTransform([0.5] * 3, [0.25] * 3, output_size=64)(images)
+    out = BatchTransform([0.5] * 3, [0.25] * 3, input_side=64)(images)
     assert out.shape == (2, 3, 64, 64)
     assert torch.allclose(out, torch.full_like(out, 2.0))
 
@@ -145,8 +145,7 @@ def test_synthetic_set_deterministic_and_balanced() -> None:
 
 def test_carved_validation_and_stats() -> None:
     cfg = load_config("smoke.yaml").data
-    full = load_image_set(cfg, "train")
-    train, val, val_idx = carve_validation(cfg, full)
+    full, train, val, val_idx = split_sets(cfg, stream=False)
     assert len(train) + len(val) == len(full) and len(val) == round(0.2 * len(full))
     assert torch.equal(val.labels, full.labels[val_idx])
     mean, std = channel_stats(train.images)
@@ -219,13 +218,10 @@ def test_missing_cifar_without_download_names_the_way_out(tmp_path: Path) -> Non
 
 
 def test_eval_train_split_leaves_out_the_carved_validation() -> None:
-    from data import load_eval_split
-
     cfg = load_config("smoke.yaml").data
-    full = load_image_set(cfg, "train")
-    _, val, val_idx = carve_validation(cfg, full)
-    train = load_eval_split(cfg, "train", val_idx)
-    again_val = load_eval_split(cfg, "val", val_idx)
+    full, _, val, val_idx = split_sets(cfg, stream=False)
+    train = recorded_split(cfg, "train", val_idx, None, stream=False)
+    again_val = recorded_split(cfg, "val", val_idx, None, stream=False)
     assert len(train) + len(val) == len(full)
     assert torch.equal(again_val.images, val.images)
 

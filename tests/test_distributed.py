@@ -18,7 +18,7 @@ from models import create_model
 from tests.conftest import REPO, CliRunner
 from training.distributed import Distributed
 from training.loop import evaluate_loss_accuracy
-from training.trainer import summed_over_ranks
+from training.summary import summed_over_ranks
 from utils.config import load_config
 
 BATCH = 16

@@ -202,7 +202,7 @@ def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
     plan = [PlannedRun(name, "smoke.yaml") for name in ("a", "b", "c")]
     assert [run.name for run in select_runs(plan, ["c", "a"])] == ["a", "c"]
     assert select_runs(plan, None) == plan
-    with pytest.raises(SystemExit, match="not in the plan: x"):
+    with pytest.raises(UserError, match="not in the plan: x"):
         select_runs(plan, ["b", "x"])
 
 
@@ -221,13 +221,13 @@ def test_only_selects_rows_in_plan_order_and_rejects_unknown_names() -> None:
 def test_malformed_plans_stop_with_a_message(tmp_path: Path, text: str) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(text)
-    with pytest.raises(SystemExit, match=r"plan\.yaml") as stop:
+    with pytest.raises(UserError, match=r"plan\.yaml") as stop:
         read_plan(path)
-    assert "\n" not in str(stop.value.code)
+    assert "\n" not in str(stop.value)
 
 
 def test_missing_plan_stops_with_a_message(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         read_plan(tmp_path / "missing.yaml")
 
 

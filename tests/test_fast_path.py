@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-import training.layout
+import training.autotune
 from data.augment import BatchTransform
 from data.datasets import synthetic_image_set
-from models import create_model
-from training.layout import STAGES, apply_layout, probe_nchw_stages
+from models import STAGES, apply_layout, create_model
+from training.autotune import probe_nchw_stages
 
 MEAN, STD = (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)
 
@@ -41,7 +41,7 @@ def test_fast_and_plain_paths_give_same_fp32_logits() -> None:
 
 def test_upsampled_input_matches_torchvision_resize() -> None:
     images = synthetic_image_set(4, 10).images
-    fast = BatchTransform(MEAN, STD, output_size=64)(images)
+    fast = BatchTransform(MEAN, STD, input_side=64)(images)
     plain = transforms.Normalize(MEAN, STD)(
         transforms.functional.resize(images.float() / 255, [64, 64], antialias=True)
     )
@@ -88,7 +88,7 @@ def test_layout_probe_moves_only_clearly_faster_stages(monkeypatch: pytest.Monke
         seen[name] = shape
         return fake[name][0 if channels_last else 1]
 
-    monkeypatch.setattr(training.layout, "seconds_per_pass", seconds)
+    monkeypatch.setattr(training.autotune, "seconds_per_pass", seconds)
     model = create_model(num_classes=10, stem="cifar")
     assert probe_nchw_stages(model, 32, 64, "fp32") == ["layer4"]
     assert seen["layer1"] == [64, 64, 32, 32] and seen["layer4"] == [64, 256, 8, 8]

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.setup
+import training.autotune
 import utils.device
 import utils.hardware
 from models import create_model
 from tests.conftest import tiny_config
-from training.precision import faster_precision, time_training_step, wants_probe
+from training.autotune import faster_precision, time_training_step, wants_probe
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
 
@@ -53,11 +53,11 @@ def test_choice_is_recorded_and_kept_on_resume(
         return "fp32"
 
     monkeypatch.setattr(utils.device, "cpu_has_fast_bf16", lambda: True)
-    monkeypatch.setattr(training.setup, "faster_precision", pretend_fp32_wins)
+    monkeypatch.setattr(training.autotune, "faster_precision", pretend_fp32_wins)
     cfg = tiny_config("optimized", tmp_path, "train.epochs=2", "train.precision=auto")
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["precision"] == "fp32"
-    monkeypatch.setattr(training.setup, "faster_precision", lambda _: calls.append(1) or "bf16")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["fast_path"]["precision"] == "fp32"
+    monkeypatch.setattr(training.autotune, "faster_precision", lambda _: calls.append(1) or "bf16")
     fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
     assert len(calls) == 1  # the resumed half did not choose again
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == "fp32"

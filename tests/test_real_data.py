@@ -8,10 +8,9 @@ import torch
 
 from data import create_data
 from models import create_model
-from training.loop import StepContext, evaluate_loss_accuracy, train_one_epoch
+from training.loop import StepContext, epoch_generator, evaluate_loss_accuracy, train_one_epoch
 from training.schedule import LrSchedule
-from training.setup import build_optimizer
-from training.trainer import epoch_generator
+from training.trainer import build_optimizer
 from utils.config import load_config
 
 
@@ -25,7 +24,7 @@ def test_real_cifar10_trains_a_few_steps(real_data: Path, tmp_path: Path) -> Non
 
     torch.manual_seed(0)
     model = create_model(num_classes=10, stem="imagenet", dropout=0.5)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, cfg.optim.lr)
     ctx = StepContext(
         model,
         optimizer,

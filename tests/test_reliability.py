@@ -15,15 +15,16 @@ import torch
 from PIL import Image
 
 import data.loader
-import training.setup
+import training.autotune
+import training.trainer
 import utils.checkpoint
 from data.datasets import folder_image_set
 from evaluation.report import evaluate_checkpoint, format_report
 from tests.conftest import REPO, run_script, tiny_config, wait_for
-from training.interrupt import TrainingInterruptedError
+from training.interrupt import TrainingInterruptedError, stopped_by_signal
 from training.loop import NonFiniteLossError
 from training.run_state import RunState, restore_cuda_rng
-from training.trainer import fit, interrupted
+from training.trainer import fit
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError, DataError, UserError
 
@@ -81,13 +82,15 @@ def test_resume_keeps_the_timed_stage_layout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tiny_config("optimized", tmp_path, "train.layout_probe=true", "train.device=cpu")
-    monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer4"])
+    monkeypatch.setattr(training.autotune, "probe_nchw_stages", lambda *_: ["layer4"])
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert checkpoint["run_state"]["nchw_stages"] == ["layer4"]
-    monkeypatch.setattr(training.setup, "probe_nchw_stages", lambda *_: ["layer1"])
-    assert fit(cfg, tmp_path / "run", checkpoint).nchw_stages == ["layer4"]
-    assert fit(cfg, tmp_path / "new").nchw_stages == ["layer1"]  # a new run times afresh
+    assert checkpoint["fast_path"]["nchw_stages"] == ["layer4"]
+    monkeypatch.setattr(training.autotune, "probe_nchw_stages", lambda *_: ["layer1"])
+    fit(cfg, tmp_path / "run", checkpoint)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["fast_path"]["nchw_stages"] == ["layer4"]
+    fit(cfg, tmp_path / "new")  # a new run times afresh
+    assert load_checkpoint(tmp_path / "new" / "last.pt")["fast_path"]["nchw_stages"] == ["layer1"]
 
 
 def test_resume_with_another_process_count_is_refused(tmp_path: Path) -> None:
@@ -149,7 +152,7 @@ def test_timed_saves_change_nothing_and_a_kill_loses_only_the_steps_since(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saves: list[tuple[int, int | None]] = []  # (epochs done, steps into the next) per save
-    original_save, original_batches = training.setup.Run.save, data.loader.InMemoryLoader.batches
+    original_save, original_batches = training.trainer.Run.save, data.loader.InMemoryLoader.batches
 
     def recording_save(self, state: RunState, improved: bool = False) -> None:
         saves.append((state.epoch, state.partial_epoch and state.partial_epoch["steps"]))
@@ -161,7 +164,7 @@ def test_timed_saves_change_nothing_and_a_kill_loses_only_the_steps_since(
                 raise KilledError
             yield batch
 
-    monkeypatch.setattr(training.setup.Run, "save", recording_save)
+    monkeypatch.setattr(training.trainer.Run, "save", recording_save)
     cfg = tiny_config("optimized", tmp_path, "train.epochs=2", *EXACT)
     fit(cfg, tmp_path / "straight")
     assert saves == [(1, None), (2, None)]  # off by default: epoch ends only
@@ -206,7 +209,7 @@ def test_sigint_from_outside_exits_nonzero_with_resume_hint(tmp_path: Path) -> N
 
 def test_a_stop_before_any_checkpoint_offers_no_resume(tmp_path: Path) -> None:
     """Data-parallel runs save no partial epoch, so a stop in epoch 1 leaves nothing."""
-    err = interrupted(signal.SIGTERM, RunState(), tmp_path)
+    err = stopped_by_signal(signal.SIGTERM, 0, None, tmp_path)
     assert "before any checkpoint" in str(err) and "Resume" not in str(err)
     assert err.exit_code == 128 + signal.SIGTERM
 

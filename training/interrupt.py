@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType, TracebackType
 
 from utils.errors import UserError
@@ -54,3 +55,23 @@ class StopOnSignal:
     ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stopped_by_signal(
+    signum: int, epochs_done: int, steps_into_epoch: int | None, run_dir: Path
+) -> TrainingInterruptedError:
+    """The error a run stopped by ``signum`` ends with: where it stopped, how to resume."""
+    name = signal.Signals(signum).name
+    if not (run_dir / "last.pt").is_file():  # data parallel: no save inside the first epoch
+        message = f"{name}: stopped in epoch 1, before any checkpoint; start the run again"
+        return TrainingInterruptedError(message, signum)
+    where = (
+        f"epoch {epochs_done + 1}, batch {steps_into_epoch}"
+        if steps_into_epoch is not None
+        else f"the end of epoch {epochs_done} (a partly done epoch restarts on resume)"
+    )
+    return TrainingInterruptedError(
+        f"{name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
+        f"Resume with: python train.py --resume {run_dir}",
+        signum,
+    )

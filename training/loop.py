@@ -1,17 +1,25 @@
-"""One training epoch and one evaluation pass. No config files, no argument parsing."""
+"""One training epoch, step by step, and validation. No config files, no argument parsing.
+
+The step is ``train_step``: forward, loss, backward, optimiser step. Anything that changes
+what a step does (a loss on mixed batches, an average of the weights) goes there or in
+``train_one_epoch`` around it.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.augment import BatchTransform
+from evaluation.inference import predict
 from training.schedule import LrSchedule
 from utils.errors import UserError
 
@@ -46,7 +54,7 @@ class EpochStats:
 class StepContext:
     """What a training step needs besides the batch."""
 
-    model: nn.Module
+    model: nn.Module  # DDP-wrapped and/or compiled when configured
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
     schedule: LrSchedule
@@ -58,7 +66,12 @@ class StepContext:
     all_finite: Callable[[bool], bool] = lambda finite: finite
 
 
-def _train_step(
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
+
+
+def train_step(
     ctx: StepContext, inputs: Tensor, labels: Tensor, step: int
 ) -> tuple[float, int] | None:
     """One optimiser step; returns (loss, correct predictions), or None when a non-finite loss
@@ -89,6 +102,51 @@ def _train_step(
     return loss_value, int(correct_count)
 
 
+class Stopwatch:
+    """Seconds spent on an epoch, counting those before a stop when it is resumed."""
+
+    def __init__(self, prior_seconds: float = 0.0) -> None:
+        self.prior_seconds = prior_seconds
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.prior_seconds + time.perf_counter() - self.start
+
+
+class SaveClock:
+    """Says when ``minutes`` have passed since it was last restarted; never, for None."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.seconds = None if minutes is None else minutes * 60
+        self.restart()
+
+    def restart(self) -> None:
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.since >= self.seconds
+
+
+def partial_epoch(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
+    """What a checkpoint keeps of an epoch cut short: its sums, its augmentation RNG, its time."""
+    return {**vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds}
+
+
+def never() -> bool:
+    return False
+
+
+@dataclass
+class EpochHooks:
+    """What the epoch loop asks after each step: stop now? save now (and how)?"""
+
+    should_stop: Callable[[], bool] = never
+    should_save: Callable[[], bool] = never
+    save: Callable[[EpochStats], None] = lambda _stats: None
+    progress: bool = True
+    desc: str = "train"
+
+
 def train_one_epoch(
     ctx: StepContext,
     batches: Batches,
@@ -96,24 +154,24 @@ def train_one_epoch(
     gen: torch.Generator,
     first_step: int,
     total: int,
-    desc: str = "train",
     stats: EpochStats | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    progress: bool = True,
+    hooks: EpochHooks | None = None,
 ) -> EpochStats:
-    """Train on ``batches`` until they run out or ``should_stop()`` turns true after a step.
+    """Train on ``batches`` until they run out or ``hooks.should_stop()`` turns true after a
+    step; ``hooks.save(stats)`` runs whenever ``hooks.should_save()`` does.
 
     ``stats`` carries the sums of a partly done epoch when resuming it; the returned stats are
     cumulative and ``interrupted`` says whether the epoch was cut short.
     """
+    hooks = hooks or EpochHooks()
     ctx.model.train()
     stats = stats or EpochStats()
+    disable = None if hooks.progress else True
     bar = tqdm(
-        batches, total=total, initial=stats.steps, desc=desc, leave=False,
-        disable=None if progress else True,
-    )  # fmt: skip
+        batches, total=total, initial=stats.steps, desc=hooks.desc, leave=False, disable=disable
+    )
     for images, labels in bar:
-        result = _train_step(ctx, transform(images, gen), labels, first_step + stats.steps)
+        result = train_step(ctx, transform(images, gen), labels, first_step + stats.steps)
         stats.steps += 1
         if result is None:
             stats.skipped += 1
@@ -123,41 +181,13 @@ def train_one_epoch(
             stats.correct += correct
             stats.seen += len(labels)
             bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
-        if should_stop():
+        if hooks.should_stop():
             stats.interrupted = stats.steps < total
             break
+        if stats.steps < total and hooks.should_save():
+            hooks.save(stats)
     bar.close()
     return stats
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    transform: BatchTransform,
-    autocast: Callable[[], AbstractContextManager],
-    total: int | None = None,
-    desc: str = "eval",
-    progress: bool = True,
-    flip_tta: bool = False,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (float32 logits, labels) per batch, in eval mode, with no gradient tracking.
-
-    ``flip_tta``: also classify each image mirrored left-right and average the two predicted
-    distributions; the logits yielded are then the log of that average.
-    """
-    model.eval()
-    disable = None if progress else True
-    for images, labels in tqdm(batches, total=total, desc=desc, leave=False, disable=disable):
-        with autocast():
-            inputs = transform(images)
-            logits = model(inputs).float()
-            if flip_tta:
-                mirrored = model(inputs.flip(3)).float()
-        if flip_tta:
-            log_probs = torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)])
-            logits = log_probs.logsumexp(0) - math.log(2)
-        yield logits, labels
 
 
 def evaluate_loss_accuracy(

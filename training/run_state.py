@@ -14,9 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from data import DataBundle
+from models import model_args
 from training.early_stopping import EarlyStopping
 from utils.checkpoint import FORMAT_VERSION
-from utils.config import Config, ModelConfig, config_to_dict
+from utils.config import Config, config_to_dict
+from utils.fast_path import FastPath
 
 
 @dataclass
@@ -32,26 +34,7 @@ class RunState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
-    precision: str | None = None  # chosen at the start, kept on resume
-    nchw_stages: list[str] | None = None  # likewise (training/layout.py)
     world_size: int | None = None  # processes that trained; a resume must use as many
-
-
-def partial_steps(checkpoint: dict[str, Any]) -> int:
-    """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
-    partial = checkpoint["run_state"].get("partial_epoch")
-    return partial["steps"] if partial else 0
-
-
-def model_args(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
-    """Construction arguments of the model; stored in checkpoints to rebuild it."""
-    return {
-        "arch": cfg.arch,
-        "num_classes": num_classes,
-        "stem": cfg.stem,
-        "dropout": cfg.dropout,
-        "zero_init_residual": cfg.zero_init_residual,
-    }
 
 
 def make_checkpoint(
@@ -61,6 +44,7 @@ def make_checkpoint(
     optimizer: torch.optim.Optimizer,
     stopper: EarlyStopping,
     state: RunState,
+    fast_path: FastPath,
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
@@ -74,8 +58,8 @@ def make_checkpoint(
         "model_args": model_args(cfg.model, len(data.class_names)),
         "class_names": data.class_names,
         "normalization": {"mean": data.mean, "std": data.std},
-        # the side the model was trained at, so evaluation resizes other images to it
-        "input_size": cfg.data.image_size or data.train.image_side,
+        "input_side": data.input_side,  # evaluation resizes other images to it
+        "fast_path": fast_path.to_dict(),
         "val_indices": data.val_indices,
         "data_fingerprint": data.fingerprint,
         "config": config_to_dict(cfg),

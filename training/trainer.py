@@ -1,51 +1,51 @@
-"""``fit``: config -> data -> model -> optimiser and schedule -> epochs -> checkpoints.
+"""``fit``, the training recipe: device and resume state -> data, model, optimiser, schedule ->
+fast path -> epochs (train, validate, save).
 
 Takes a typed ``Config`` and a run directory; knows nothing of YAML files or the command line.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.split import check_same_data
+from data import DataBundle, check_same_data, create_data
+from models import apply_layout, create_model, model_args
+from training.autotune import choose_fast_path
 from training.distributed import Distributed, init_distributed
-from training.interrupt import StopOnSignal, TrainingInterruptedError
+from training.early_stopping import EarlyStopping
+from training.interrupt import StopOnSignal, stopped_by_signal
 from training.loop import (
+    EpochHooks,
     EpochStats,
     NonFiniteLossError,
+    SaveClock,
+    StepContext,
+    Stopwatch,
+    epoch_generator,
     evaluate_loss_accuracy,
+    partial_epoch,
     train_one_epoch,
 )
-from training.run_state import RunState, restore
-from training.setup import Run, setup_run
-from utils.config import Config, save_config
-from utils.device import emulated_bf16_warning, resolve_device, resolve_precision
-from utils.errors import UserError
+from training.run_state import RunState, make_checkpoint, restore
+from training.schedule import LrSchedule
+from training.summary import epoch_row, format_epoch, write_summary
+from utils.checkpoint import save_checkpoint
+from utils.config import Config, OptimConfig, TrainConfig, save_config
+from utils.device import emulated_bf16_warning, resolve_device
+from utils.errors import ConfigError, UserError
+from utils.fast_path import FastPath, recorded_fast_path
 from utils.hardware import describe_hardware
-from utils.run_log import write_history, write_text_atomic
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
-
-
-def check_same_world_size(trained: int | None, now: int) -> None:
-    """Refuse to resume with another process count: the step count and the shards assume it."""
-    if trained is not None and trained != now:
-        raise UserError(
-            f"this run trained with {trained} process(es) and is resumed with {now}; its "
-            f"learning-rate schedule and data shards assume {trained}, so resume with {trained}"
-        )
+from utils.run_log import write_history
 
 
 def fit(
@@ -57,42 +57,52 @@ def fit(
     """Train per ``cfg``, writing checkpoints and metrics to ``run_dir``; resume from
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
+    # 1. Where to train, once; a resumed run must see the processes and data it trained with.
     dist = init_distributed(resolve_device(cfg.train.device))
-    precision = nchw_stages = None  # a new run chooses; a resumed one keeps its choice
+    device = training_device(cfg.train, dist)
     if checkpoint is not None:
         check_same_world_size(checkpoint["run_state"].get("world_size"), dist.world_size)
-        # checkpoints from before the layout probe trained in channels_last throughout
-        nchw_stages = checkpoint["run_state"].get("nchw_stages", [])
-        device = resolve_device(cfg.train.device)
-        stored = checkpoint["run_state"].get("precision") or cfg.train.precision
-        precision = resolve_precision(stored, device)  # fp16 from a GPU run is refused on CPU
-    run = setup_run(cfg, run_dir, dist, precision, nchw_stages)
+    # 2. Data and model.
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    data = create_data(
+        cfg.data, cfg.train.seed, device, cfg.train.channels_last, dist.rank, dist.world_size
+    )
     if checkpoint is not None:
-        check_same_data(checkpoint.get("data_fingerprint"), run.data.fingerprint, cfg.data.root)
-    state = RunState()
+        check_same_data(checkpoint.get("data_fingerprint"), data.fingerprint, cfg.data.root)
+    model = create_model(**model_args(cfg.model, len(data.class_names))).to(device)
+    # 3. The fast path (precision, layout): a resumed run keeps its own, a new one measures.
     if checkpoint is not None:
-        state = restore(checkpoint, run.model, run.optimizer, run.stopper, run.ctx.scaler)
-    state.precision, state.nchw_stages = run.precision, run.nchw_stages
-    state.world_size = dist.world_size
+        fast_path = recorded_fast_path(checkpoint).on(device)
+    else:
+        fast_path = choose_fast_path(
+            cfg.train, device, dist, model, data.input_side, cfg.data.batch_size
+        )
+    model, train_module = prepare_model(model, cfg.train, fast_path, dist, device)
+    # 4. Optimiser, schedule, loss, early stopping.
+    lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
+    optimizer = build_optimizer(model, cfg.optim, lr)
+    ctx = StepContext(
+        model=train_module,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+        schedule=LrSchedule(cfg.schedule, lr, cfg.train.epochs, len(data.train)),
+        autocast=fast_path.autocast(device),
+        scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
+        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
+        all_finite=lambda finite: not dist.any(not finite),
+    )
+    stopper = EarlyStopping(**vars(cfg.early_stopping))
+    run = Run(cfg, run_dir, dist, device, fast_path, data, model, optimizer, stopper, ctx)
+    state = RunState(world_size=dist.world_size)
+    if checkpoint is not None:
+        state = restore(checkpoint, model, optimizer, stopper, ctx.scaler)
+        state.world_size = dist.world_size
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
-    hardware = describe_hardware(run.device)
+    hardware = f"{describe_hardware(device)} x{dist.world_size}"
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        tqdm.write(
-            f"run {run_dir} | {hardware} x{dist.world_size} | precision {run.precision} | "
-            f"{describe_layout(cfg.train.channels_last, run.nchw_stages)} | "
-            f"{len(run.data.train.labels)} train / {len(run.data.val.labels)} val images"
-        )
-        if warning := emulated_bf16_warning(run.precision, run.device):
-            tqdm.write(warning, file=sys.stderr)
-        if dist.enabled and cfg.train.save_every_minutes is not None:
-            tqdm.write(
-                "warning: train.save_every_minutes is ignored under torchrun: an epoch cut "
-                "short restarts there, so last.pt is written at epoch ends only",
-                file=sys.stderr,
-            )
+        start_run_dir(run, hardware)
+    # 5. Epochs: train, validate, save; a signal stops at the next step with the place saved.
     first_epoch = state.epoch
     with StopOnSignal() as stop:
 
@@ -102,19 +112,170 @@ def fit(
         while state.epoch < cfg.train.epochs and not state.stopped_early:
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
-            row = run_epoch(run, state, should_stop)
-            if row is None:  # stopped by a signal in the middle of the epoch
+            stats, started = train_epoch(run, state, should_stop)
+            if stats.interrupted:
                 if dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
                     state.partial_epoch = None
                 else:
                     run.save(state)
-                raise interrupted(stop.signum or signal.SIGTERM, state, run_dir)
+                raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
+            train_seconds = started.elapsed()
+            val = validate(run)
+            last_lr = optimizer.param_groups[0]["lr"]
+            row = epoch_row(dist, last_lr, state, stats, val, train_seconds, started.elapsed())
             finish_epoch(run, state, row)
             if should_stop() and state.epoch < cfg.train.epochs and not state.stopped_early:
-                raise interrupted(stop.signum or signal.SIGTERM, state, run_dir)
+                raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
     if dist.is_main:
-        write_summary(state, run_dir, f"{hardware} x{dist.world_size}", run.precision)
+        write_summary(state, run_dir, hardware, fast_path)
     return state
+
+
+@dataclass
+class Run:
+    """The live objects of a training run."""
+
+    cfg: Config
+    run_dir: Path
+    dist: Distributed
+    device: torch.device
+    fast_path: FastPath
+    data: DataBundle
+    model: nn.Module  # unwrapped: what checkpoints store and validation runs
+    optimizer: torch.optim.Optimizer
+    stopper: EarlyStopping
+    ctx: StepContext  # its model is DDP-wrapped and/or compiled when configured
+
+    def save(self, state: RunState, improved: bool = False) -> None:
+        """Write last.pt (and best.pt when ``improved``); only rank 0 writes."""
+        if not self.dist.is_main:
+            return
+        payload = make_checkpoint(
+            self.cfg, self.data, self.model, self.optimizer, self.stopper, state,
+            self.fast_path, self.ctx.scaler,
+        )  # fmt: skip
+        save_checkpoint(payload, self.run_dir / "last.pt")
+        if improved:
+            save_checkpoint(payload, self.run_dir / "best.pt")
+
+
+def training_device(cfg: TrainConfig, dist: Distributed) -> torch.device:
+    """``train.device``, with each torchrun process on its own GPU."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    if cfg.sync_batchnorm and dist.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
+    return device
+
+
+def check_same_world_size(trained: int | None, now: int) -> None:
+    """Refuse to resume with another process count: the step count and the shards assume it."""
+    if trained is not None and trained != now:
+        raise UserError(
+            f"this run trained with {trained} process(es) and is resumed with {now}; its "
+            f"learning-rate schedule and data shards assume {trained}, so resume with {trained}"
+        )
+
+
+def prepare_model(
+    model: nn.Module,
+    cfg: TrainConfig,
+    fast_path: FastPath,
+    dist: Distributed,
+    device: torch.device,
+) -> tuple[nn.Module, nn.Module]:
+    """The model in its memory layout, and the module that trains it: DDP-wrapped under
+    torchrun (with SyncBatchNorm when asked), compiled with ``train.compile``."""
+    if fast_path.channels_last:
+        model = apply_layout(model, list(fast_path.nchw_stages))
+    train_module = model
+    if dist.enabled:
+        if cfg.sync_batchnorm:
+            model = train_module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [dist.local_rank] if device.type == "cuda" else None
+        train_module = DistributedDataParallel(model, device_ids=device_ids)
+    return model, torch.compile(train_module) if cfg.compile else train_module
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum; weight decay is L2 on every parameter, as in the seed recipe."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+        foreach=True,
+    )
+
+
+def start_run_dir(run: Run, hardware: str) -> None:
+    """Write the resolved config beside the run and say what is about to train."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run.cfg, run.run_dir / "config.yaml")
+    tqdm.write(
+        f"run {run.run_dir} | {hardware} | {run.fast_path.describe()} | "
+        f"{len(run.data.train.labels)} train / {len(run.data.val.labels)} val images"
+    )
+    if warning := emulated_bf16_warning(run.fast_path.precision, run.device):
+        tqdm.write(warning, file=sys.stderr)
+    if run.dist.enabled and run.cfg.train.save_every_minutes is not None:
+        tqdm.write(
+            "warning: train.save_every_minutes is ignored under torchrun: an epoch cut "
+            "short restarts there, so last.pt is written at epoch ends only",
+            file=sys.stderr,
+        )
+
+
+def train_epoch(
+    run: Run, state: RunState, should_stop: Callable[[], bool]
+) -> tuple[EpochStats, Stopwatch]:
+    """Train one epoch, or the rest of a partial one. Every ``train.save_every_minutes`` the
+    partial epoch goes to last.pt as a stop would save it, and training goes on unchanged
+    (single-process only: under torchrun an epoch cut short restarts). When ``should_stop()``
+    cuts the epoch short, ``state.partial_epoch`` holds where it stopped."""
+    cfg, dist, epoch = run.cfg, run.dist, state.epoch
+    gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
+    stats, prior_seconds = EpochStats(), 0.0
+    if state.partial_epoch is not None:  # continue where a stopped run left this epoch
+        partial = dict(state.partial_epoch)
+        gen.set_state(partial.pop("generator"))
+        prior_seconds = partial.pop("seconds", 0.0)
+        stats = EpochStats(**partial)
+    started = Stopwatch(prior_seconds)
+    clock = SaveClock(None if dist.enabled else cfg.train.save_every_minutes)
+
+    def save(stats: EpochStats) -> None:
+        state.partial_epoch = partial_epoch(stats, gen, started.elapsed())
+        run.save(state)
+        clock.restart()
+
+    hooks = EpochHooks(
+        should_stop, clock.due, save, dist.is_main, f"epoch {epoch + 1}/{cfg.train.epochs}"
+    )
+    batches = run.data.train.batches(epoch, start_batch=stats.steps)
+    try:
+        stats = train_one_epoch(
+            run.ctx, batches, run.data.train_transform, gen, state.step, len(run.data.train),
+            stats, hooks,
+        )  # fmt: skip
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
+    state.partial_epoch = None
+    if stats.interrupted:
+        state.partial_epoch = partial_epoch(stats, gen, started.elapsed())
+    return stats, started
+
+
+def validate(run: Run) -> EpochStats:
+    """Loss and accuracy on the validation split, with rank 0's BatchNorm statistics."""
+    run.dist.share_buffers_from_main(run.model)
+    data = run.data
+    return evaluate_loss_accuracy(
+        run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
+        progress=run.dist.is_main,
+    )  # fmt: skip
 
 
 def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
@@ -130,175 +291,7 @@ def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
         tqdm.write(format_epoch(row, run.cfg.train.epochs, improved))
 
 
-def interrupted(signum: int, state: RunState, run_dir: Path) -> TrainingInterruptedError:
-    name = signal.Signals(signum).name
-    if not (run_dir / "last.pt").is_file():  # data parallel: no save inside the first epoch
-        message = f"{name}: stopped in epoch 1, before any checkpoint; start the run again"
-        return TrainingInterruptedError(message, signum)
-    where = (
-        f"epoch {state.epoch + 1}, batch {state.partial_epoch['steps']}"
-        if state.partial_epoch
-        else f"the end of epoch {state.epoch} (a partly done epoch restarts on resume)"
-    )
-    return TrainingInterruptedError(
-        f"{name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
-        f"Resume with: python train.py --resume {run_dir}",
-        signum,
-    )
-
-
-def summed_over_ranks(dist: Distributed, stats: EpochStats) -> EpochStats:
-    """Exact totals over all ranks: sums of losses and counts, not a mean of means."""
-    loss_sum, correct, seen = dist.sum([stats.loss_sum, stats.correct, stats.seen])
-    return EpochStats(loss_sum, round(correct), round(seen))
-
-
-class SaveClock:
-    """Says when ``minutes`` have passed since it was last restarted; never, for None."""
-
-    def __init__(self, minutes: float | None) -> None:
-        self.seconds = None if minutes is None else minutes * 60
-        self.restart()
-
-    def restart(self) -> None:
-        self.since = time.monotonic()
-
-    def due(self) -> bool:
-        return self.seconds is not None and time.monotonic() - self.since >= self.seconds
-
-
-def partial_epoch(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
-    """What a checkpoint keeps of an epoch cut short: its sums, its augmentation RNG, its time."""
-    return {**vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds}
-
-
-def train_with_timed_saves(
-    run: Run,
-    state: RunState,
-    gen: torch.Generator,
-    stats: EpochStats,
-    should_stop: Callable[[], bool],
-    elapsed: Callable[[], float],
-) -> EpochStats:
-    """Train the rest of the epoch. Every ``train.save_every_minutes`` it pauses after a step,
-    writes the partial epoch to last.pt as a stop would, and goes on: the batches and RNG
-    continue unchanged, so the saves alter nothing. Single-process only: under torchrun an
-    epoch cut short restarts (see ``fit``). Returns with ``interrupted`` set when
-    ``should_stop()`` cut the epoch short."""
-    cfg, data, dist, epoch = run.cfg, run.data, run.dist, state.epoch
-    clock = SaveClock(None if dist.enabled else cfg.train.save_every_minutes)
-    desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
-    while True:
-        batches = data.train.batches(epoch, start_batch=stats.steps)
-        try:
-            stats = train_one_epoch(
-                run.ctx, batches, data.train_transform, gen, state.step, len(data.train), desc,
-                stats, lambda: should_stop() or clock.due(), progress=dist.is_main,
-            )  # fmt: skip
-        except NonFiniteLossError as err:
-            raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
-        if not stats.interrupted or should_stop():
-            return stats
-        state.partial_epoch = partial_epoch(stats, gen, elapsed())
-        run.save(state)
-        clock.restart()
-        stats.interrupted = False
-
-
-def run_epoch(run: Run, state: RunState, should_stop: Callable[[], bool]) -> dict[str, Any] | None:
-    """Train one epoch (or the rest of a partial one), validate, and append the epoch's
-    metrics, summed over all ranks, to ``state.history``. Returns None, with
-    ``state.partial_epoch`` set, when ``should_stop()`` cut the epoch short."""
-    cfg, data, dist, epoch = run.cfg, run.data, run.dist, state.epoch
-    start = time.perf_counter()
-    gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
-    stats = EpochStats()
-    prior_seconds = 0.0  # time spent on this epoch before a stop, for honest epoch timings
-    if state.partial_epoch is not None:  # continue where a stopped run left this epoch
-        partial = dict(state.partial_epoch)
-        gen.set_state(partial.pop("generator"))
-        prior_seconds = partial.pop("seconds", 0.0)
-        stats = EpochStats(**partial)
-
-    def elapsed() -> float:
-        return prior_seconds + time.perf_counter() - start
-
-    stats = train_with_timed_saves(run, state, gen, stats, should_stop, elapsed)
-    if stats.interrupted:
-        state.partial_epoch = partial_epoch(stats, gen, elapsed())
-        return None
-    state.partial_epoch = None
-    train_seconds = elapsed()
-    dist.share_buffers_from_main(run.model)
-    val = evaluate_loss_accuracy(
-        run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
-        progress=dist.is_main,
-    )  # fmt: skip
-    train_all, val_all = summed_over_ranks(dist, stats), summed_over_ranks(dist, val)
-    epoch_seconds = elapsed()
-    state.step += stats.steps
-    state.epoch += 1
-    state.train_seconds += epoch_seconds
-    row = {
-        "epoch": state.epoch,
-        "train_loss": train_all.loss,
-        "train_acc": train_all.accuracy,
-        "val_loss": val_all.loss,
-        "val_acc": val_all.accuracy,
-        "lr": run.optimizer.param_groups[0]["lr"],
-        "epoch_time_s": round(epoch_seconds, 2),
-        "images_per_s": round(train_all.seen / train_seconds, 1),
-        "skipped_steps": stats.skipped,
-    }
-    state.history.append(row)
-    return row
-
-
-def peak_rss_mib() -> float | None:
-    """Peak resident memory of this process so far; None where the OS does not say."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-def format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
-    return (
-        f"epoch {row['epoch']:>3}/{epochs} | train loss {row['train_loss']:.4f} "
-        f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
-        f"{' *' if improved else '  '}| lr {row['lr']:.4g} | {row['epoch_time_s']:.1f} s "
-        f"({row['images_per_s']:.0f} img/s)"
-    )
-
-
-def describe_layout(channels_last: bool, nchw_stages: list[str]) -> str:
-    if not channels_last:
-        return "NCHW"
-    return "channels_last" + (f" ({', '.join(nchw_stages)} NCHW)" if nchw_stages else "")
-
-
-def write_summary(state: RunState, run_dir: Path, hardware: str, precision: str) -> None:
-    """Print the outcome and write it to ``summary.json`` for comparison tables."""
-    summary = {
-        "best_epoch": state.best_epoch,
-        "best_val_loss": state.best_val_loss,
-        "best_val_acc": state.best_val_acc,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "train_seconds": round(state.train_seconds, 1),
-        "hardware": hardware,
-        "precision": precision,
-        "nchw_stages": state.nchw_stages,
-        "peak_rss_mib": peak_rss_mib(),
-    }
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    reason = "stopped early" if state.stopped_early else "finished"
-    tqdm.write(
-        f"{reason} after {state.epoch} epochs ({state.train_seconds / 60:.1f} min). "
-        f"best epoch {state.best_epoch}: val loss {state.best_val_loss:.4f}, "
-        f"val acc {state.best_val_acc:.4f}\n"
-        f"checkpoints: {run_dir / 'best.pt'} (best val loss), {run_dir / 'last.pt'}\n"
-        f"evaluate: python evaluate.py --ckpt {run_dir / 'best.pt'}"
-    )
+def stopped(signum: int, state: RunState, run_dir: Path) -> Exception:
+    """The error that ends a run stopped by a signal, saying where and how to resume."""
+    steps = state.partial_epoch["steps"] if state.partial_epoch else None
+    return stopped_by_signal(signum, state.epoch, steps, run_dir)

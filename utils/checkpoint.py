@@ -17,7 +17,9 @@ import torch
 
 from utils.errors import CheckpointError
 
-FORMAT_VERSION = 2  # 2: run_state.world_size and data_fingerprint (1 still loads)
+# 2: run_state.world_size and data_fingerprint; 3: one fast_path entry (precision, layout)
+# and input_side. Older checkpoints are brought up to 3 as they load (``upgrade``).
+FORMAT_VERSION = 3
 REQUIRED_KEYS = (
     "format_version",
     "model",
@@ -69,7 +71,32 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path} has format version {payload['format_version']}; this code reads up to "
             f"{FORMAT_VERSION}: update the repo"
         )
-    return payload
+    return upgrade(payload)
+
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Bring a checkpoint of format 1 or 2 to format 3, in place: those kept the precision and
+    the NCHW stages in ``run_state`` (format 1: neither, so the configured precision and
+    channels_last throughout) and called the input side ``input_size``."""
+    if checkpoint["format_version"] >= 3:
+        return checkpoint
+    run_state = checkpoint.setdefault("run_state", {})
+    train = checkpoint["config"].get("train", {})
+    checkpoint["fast_path"] = {
+        "precision": run_state.pop("precision", None) or train.get("precision", "auto"),
+        "channels_last": train.get("channels_last", True),
+        "nchw_stages": run_state.pop("nchw_stages", None) or [],
+    }
+    if "input_size" in checkpoint:
+        checkpoint["input_side"] = checkpoint.pop("input_size")
+    checkpoint["format_version"] = 3
+    return checkpoint
+
+
+def steps_into_next_epoch(checkpoint: dict[str, Any]) -> int:
+    """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
+    partial = checkpoint.get("run_state", {}).get("partial_epoch")
+    return partial["steps"] if partial else 0
 
 
 def resolve_checkpoint_path(name: str, output_dir: Path) -> Path:

@@ -22,8 +22,15 @@ _FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": (default, *choices)})
+# Field metadata: "choices", or "low"/"high" bounds (``low_open``/``high_open`` exclude them),
+# and "resume_safe": a resumed run may change the value (``--set`` on ``--resume``), since it
+# says where things are, how long the run goes on or how often it saves, not what it computes.
+
+
+def _choice(default: str, *choices: str, resume_safe: bool = False) -> Any:
+    return field(
+        default=default, metadata={"choices": (default, *choices), "resume_safe": resume_safe}
+    )
 
 
 def _range(default: Any, low: float | None = None, high: float | None = None, **kw: bool) -> Any:
@@ -31,10 +38,14 @@ def _range(default: Any, low: float | None = None, high: float | None = None, **
     return field(default=default, metadata={"low": low, "high": high, **kw})
 
 
+def _resume_safe(default: Any) -> Any:
+    return field(default=default, metadata={"resume_safe": True})
+
+
 @dataclass
 class DataConfig:
     dataset: str = _choice("cifar10", "cifar100", "imagefolder", "synthetic")
-    root: str = "datasets/cifar10"
+    root: str = _resume_safe("datasets/cifar10")
     image_size: int | None = _range(None, 8, 1024)  # None: the data set's native size
     val_fraction: float = _range(0.1, 0.0, 1.0, low_open=True, high_open=True)
     split_seed: int = _range(0, 0, 2**31 - 1)
@@ -47,9 +58,9 @@ class DataConfig:
     download: bool = True
     loader: str = _choice("auto", "memory", "stream")  # auto: stream above memory_limit_gb
     memory_limit_gb: float = _range(4.0, 0.0)  # decoded size above which auto streams
-    num_workers: int = _range(2, 0, 64)  # DataLoader workers of the streaming path
-    skip_bad_images: bool = False  # false: an unreadable image stops the run, naming the file
-    cache_dir: str = ".cache/datasets"
+    num_workers: int = _range(2, 0, 64, resume_safe=True)  # streaming DataLoader workers
+    skip_bad_images: bool = _resume_safe(False)  # false: a bad image stops the run, naming it
+    cache_dir: str = _resume_safe(".cache/datasets")
     synthetic_samples: int = _range(1200, 20)
     synthetic_classes: int = _range(10, 2, 1000)
 
@@ -87,16 +98,16 @@ class ScheduleConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    patience: int = _range(5, 1)
-    min_delta: float = _range(0.0, 0.0)
+    patience: int = _range(5, 1, resume_safe=True)
+    min_delta: float = _range(0.0, 0.0, resume_safe=True)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _range(30, 1)
+    epochs: int = _range(30, 1, resume_safe=True)  # more stretches the schedule
     label_smoothing: float = _range(0.0, 0.0, 1.0, high_open=True)
     seed: int = _range(0, 0, 2**31 - 1)
-    device: str = "auto"  # auto (cuda, then mps, then cpu), or a torch device string
+    device: str = _resume_safe("auto")  # auto (cuda, then mps, then cpu), or a torch device string
     # auto: bf16 on CUDA (fp16 without bf16 support); on a bf16 CPU, bf16 only where a timed
     # probe shows it faster. Set it explicitly for bitwise-reproducible runs.
     precision: str = _choice("auto", "fp32", "bf16", "fp16")
@@ -105,10 +116,10 @@ class TrainConfig:
     # clearly faster (training/layout.py); false keeps channels_last everywhere
     layout_probe: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
-    nonfinite_loss: str = _choice("stop", "skip")
+    nonfinite_loss: str = _choice("stop", "skip", resume_safe=True)
     # also write last.pt inside an epoch once this many minutes have passed since the last save, so
     # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only
-    save_every_minutes: float | None = _range(None, 0.0, None, low_open=True)
+    save_every_minutes: float | None = _range(None, 0.0, None, low_open=True, resume_safe=True)
     sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
 
 
@@ -122,6 +133,18 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resume_safe_keys(cls: type = Config, prefix: str = "") -> set[str]:
+    """The dotted keys whose fields are marked ``resume_safe``."""
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= resume_safe_keys(hints[f.name], f"{prefix}{f.name}.")
+        elif f.metadata.get("resume_safe"):
+            keys.add(prefix + f.name)
+    return keys
 
 
 def _describe(hint: Any) -> str:

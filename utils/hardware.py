@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 import torch
 
@@ -39,3 +40,13 @@ def describe_hardware(device: torch.device) -> str:
     if device.type == "cpu":
         cores += f", {cpu_features()}"
     return f"{device.type}: {cpu_model()} ({cores}), torch {torch.__version__}"
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far; None where the OS does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
