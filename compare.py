@@ -1,7 +1,7 @@
 """Compare finished runs: results table (markdown + JSON) and overlay plots of val loss/acc.
 
 python compare.py checkpoints/baseline-s* checkpoints/optimized-s* --output-dir docs
-python compare.py docs/runs/baseline-es --reference docs/ablations.json --prefix ablations
+python compare.py docs/results/runs/baseline-es --reference docs/results/ablations.json --prefix ablations
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
-    parser.add_argument("--output-dir", type=Path, default=Path("docs"))
+    parser.add_argument("--output-dir", type=Path, default=Path("docs/results"))
     parser.add_argument("--prefix", default="results", help="file name prefix (default: results)")
     parser.add_argument(
         "--reference",

@@ -1,6 +1,6 @@
 """Keep the records of finished runs in the repository, without their weights.
 
-    python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug --to docs/runs
+    python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug --to docs/results/runs
 
 A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
 resolved config, the summary and the per-epoch metrics. ``compare.py`` reads only the config,
@@ -40,7 +40,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
-    parser.add_argument("--to", type=Path, default=Path("docs/runs"), help="default: docs/runs")
+    parser.add_argument(
+        "--to", type=Path, default=Path("docs/results/runs"), help="default: docs/results/runs"
+    )
     args = parser.parse_args()
     names = [run_dir.name for run_dir in args.runs]
     if len(set(names)) != len(names):
