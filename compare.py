@@ -1,7 +1,8 @@
 """Compare finished runs: results table (markdown + JSON) and overlay plots of val loss/acc.
 
-python compare.py checkpoints/baseline-s* checkpoints/optimized-s* --output-dir docs
-python compare.py docs/results/runs/baseline-es --reference docs/results/ablations.json --prefix ablations
+python compare.py checkpoints/baseline-s* checkpoints/optimized-s*   # into docs/results
+python compare.py docs/results/runs/baseline-es --reference docs/results/ablations.json \\
+    --prefix ablations
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Keep the records of finished runs in the repository, without their weights.
 
-    python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug --to docs/results/runs
+    python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug
 
 A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
 resolved config, the summary and the per-epoch metrics. ``compare.py`` reads only the config,

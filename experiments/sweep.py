@@ -4,7 +4,7 @@
     python -m experiments.sweep experiments/headline.yaml --only optimized-no-wd   # one row
     python -m experiments.sweep experiments/headline.yaml --print   # the train.py commands
     python -m experiments.sweep experiments/headline.yaml --set train.precision=fp32   # every row
-    python -m experiments.sweep experiments/headline.yaml --archive docs/results/runs   # keep records
+    python -m experiments.sweep experiments/headline.yaml --archive docs/results/runs  # records
 
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
