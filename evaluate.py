@@ -3,7 +3,8 @@
 python evaluate.py --ckpt best.pt                       # newest run's best.pt, val split
 python evaluate.py --ckpt checkpoints/<run>/best.pt --split test
 python evaluate.py --ckpt best.pt --image-folder path/to/images   # any <class>/* tree
-python evaluate.py --ckpt best.pt --flip-tta            # also classify mirror images
+python evaluate.py --ckpt best.pt --tta flip            # also classify mirror images
+python evaluate.py --ckpt best.pt --tta flip-shift      # mirrors and one-pixel shifts
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from data import resolve_data_root
+from evaluation.inference import TTA_MODES
 from evaluation.report import evaluate_checkpoint, format_report
 from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
 from utils.cli import run_cli
@@ -49,9 +51,14 @@ def parse_args() -> argparse.Namespace:
         help="where to write metrics.json and plots (default: <run>/eval-<split>)",
     )
     parser.add_argument(
-        "--flip-tta",
-        action="store_true",
-        help="average each prediction with that of the mirrored image (test-time augmentation)",
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation: flip averages each prediction with the mirror image's; "
+        "flip-shift adds one-pixel shifts (default: none)",
+    )
+    parser.add_argument(
+        "--flip-tta", dest="tta", action="store_const", const="flip", help="the same as --tta flip"
     )
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     parser.add_argument(
@@ -76,7 +83,7 @@ def main() -> None:
         args.image_folder,
         args.output_dir,
         args.device,
-        args.flip_tta,
+        args.tta,
     )
     print(format_report(report))
 

@@ -8,11 +8,38 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from data.augment import BatchTransform
 
 Batches = Iterable[tuple[Tensor, Tensor]]
+
+
+TTA_MODES = ("none", "flip", "flip-shift")
+
+
+def shifted(inputs: Tensor, dy: int, dx: int) -> Tensor:
+    """``inputs`` moved by (dy, dx) pixels, with the border reflected into the gap."""
+    pad = max(abs(dy), abs(dx))
+    padded = F.pad(inputs, (pad, pad, pad, pad), mode="reflect")
+    h, w = inputs.shape[-2:]
+    return padded[..., pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+
+
+def views(inputs: Tensor, tta: str) -> list[tuple[float, Tensor]]:
+    """(weight, view) pairs of a batch for test-time augmentation: "flip" averages each image
+    with its mirror; "flip-shift" gives those half the weight and shares the other half among
+    one-pixel shifts down-right and up-left, each with its mirror."""
+    if tta == "none":
+        return [(1.0, inputs)]
+    mirrored = [(0.5, inputs), (0.5, inputs.flip(3))]
+    if tta == "flip":
+        return mirrored
+    moved = [shifted(inputs, 1, 1), shifted(inputs, -1, -1)]
+    return [(w / 2, v) for w, v in mirrored] + [
+        (0.125, view) for image in moved for view in (image, image.flip(3))
+    ]
 
 
 @torch.inference_mode()
@@ -24,22 +51,22 @@ def predict(
     total: int | None = None,
     desc: str = "eval",
     progress: bool = True,
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (float32 logits, labels) per batch, in eval mode, with no gradient tracking.
 
-    ``flip_tta``: also classify each image mirrored left-right and average the two predicted
-    distributions; the logits yielded are then the log of that average.
+    ``tta`` (see ``views``): classify several views of each image and average the predicted
+    distributions; the logits yielded are then the log of that weighted average.
     """
     model.eval()
     disable = None if progress else True
     for images, labels in tqdm(batches, total=total, desc=desc, leave=False, disable=disable):
         with autocast():
             inputs = transform(images)
-            logits = model(inputs).float()
-            if flip_tta:
-                mirrored = model(inputs.flip(3)).float()
-        if flip_tta:
-            log_probs = torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)])
-            logits = log_probs.logsumexp(0) - math.log(2)
+            outputs = [(weight, model(view).float()) for weight, view in views(inputs, tta)]
+        if len(outputs) == 1:
+            logits = outputs[0][1]
+        else:
+            log_probs = torch.stack([out.log_softmax(1) + math.log(w) for w, out in outputs])
+            logits = log_probs.logsumexp(0)
         yield logits, labels

@@ -24,7 +24,7 @@ from evaluation.plots import (
     plot_training_curves,
 )
 from models import ResNet, apply_layout, create_model
-from utils.checkpoint import steps_into_next_epoch
+from utils.checkpoint import scored_weights, steps_into_next_epoch
 from utils.config import Config, config_from_dict
 from utils.device import resolve_device
 from utils.errors import DataError
@@ -37,7 +37,7 @@ MISCLASSIFIED_SHOWN = 24
 def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: FastPath) -> ResNet:
     """The checkpoint's model on ``device``, in the memory layout it trained in."""
     model = create_model(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(scored_weights(checkpoint))
     model = model.to(device).eval()
     if not fast_path.channels_last:
         return model
@@ -50,12 +50,12 @@ def run_predictions(
     transform: BatchTransform,
     fast_path: FastPath,
     device: torch.device,
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,), on the CPU."""
     autocast = fast_path.autocast(device)
     batches = loader.batches()
-    outputs = list(predict(model, batches, transform, autocast, len(loader), flip_tta=flip_tta))
+    outputs = list(predict(model, batches, transform, autocast, len(loader), tta=tta))
     logits = torch.cat([logit for logit, _ in outputs]).cpu()
     labels = torch.cat([label for _, label in outputs]).cpu()
     return logits, labels
@@ -129,12 +129,13 @@ def evaluate_checkpoint(
     image_folder: Path | None = None,
     out_dir: Path | None = None,
     device_name: str = "auto",
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report.
 
-    ``flip_tta`` averages each image's prediction with its mirror image's (test-time
-    augmentation); the report says so, since the numbers then differ from training's.
+    ``tta`` ("flip", "flip-shift") averages each image's prediction over several views of it
+    (test-time augmentation, ``evaluation.inference.views``); the report says so, since the
+    numbers then differ from training's.
     """
     cfg = eval_config(checkpoint, ckpt_path, data_root, image_folder)
     device = resolve_device(device_name, "--device")
@@ -156,7 +157,7 @@ def evaluate_checkpoint(
         channels_last=fast_path.channels_last,
     )  # fmt: skip
     model = load_model(checkpoint, device, fast_path)
-    logits, labels = run_predictions(model, loader, transform, fast_path, device, flip_tta)
+    logits, labels = run_predictions(model, loader, transform, fast_path, device, tta)
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),
@@ -166,7 +167,8 @@ def evaluate_checkpoint(
         ),
         "epoch": checkpoint["epoch"],
         "steps_into_next_epoch": steps_into_next_epoch(checkpoint),
-        "flip_tta": flip_tta,
+        "tta": tta,
+        "flip_tta": tta == "flip",
         **classification_metrics(logits, labels, class_names),
     }
     out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
@@ -182,7 +184,8 @@ def evaluate_checkpoint(
 
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable summary table of a report."""
-    tta = " with flip test-time augmentation" if report.get("flip_tta") else ""
+    mode = report.get("tta", "flip" if report.get("flip_tta") else "none")
+    tta = f" with {mode} test-time augmentation" if mode != "none" else ""
     steps = report["steps_into_next_epoch"]
     lines = [
         f"{report['split']} set{tta}: {report['num_samples']} images ({report['data']})",

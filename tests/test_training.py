@@ -88,7 +88,12 @@ def test_flip_tta_averages_each_image_with_its_mirror() -> None:
     def logits(batch: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
         batches = [(batch, labels)]
         (out, _), *_ = predict(
-            model, batches, transform, nullcontext, progress=False, flip_tta=flip_tta
+            model,
+            batches,
+            transform,
+            nullcontext,
+            progress=False,
+            tta="flip" if flip_tta else "none",
         )
         return out
 

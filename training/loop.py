@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.augment import BatchTransform
+from data.mix import BatchMixer
 from evaluation.inference import predict
+from training.ema import WeightAverage
 from training.schedule import LrSchedule
 from utils.errors import UserError
 
@@ -61,6 +63,8 @@ class StepContext:
     autocast: Callable[[], AbstractContextManager]
     scaler: torch.amp.GradScaler | None = None
     skip_nonfinite: bool = False
+    mixer: BatchMixer | None = None  # MixUp / CutMix
+    ema: WeightAverage | None = None  # updated after every optimiser step
     # given this rank's answer, True when the loss is finite on every rank, so that all ranks
     # skip or stop together
     all_finite: Callable[[bool], bool] = lambda finite: finite
@@ -72,16 +76,23 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def train_step(
-    ctx: StepContext, inputs: Tensor, labels: Tensor, step: int
+    ctx: StepContext, inputs: Tensor, labels: Tensor, step: int, gen: torch.Generator
 ) -> tuple[float, int] | None:
     """One optimiser step; returns (loss, correct predictions), or None when a non-finite loss
     was skipped. Both are read from the device at once, before the backward pass is queued:
-    one wait per step, and a GPU runs the backward pass while the next batch is prepared."""
+    one wait per step, and a GPU runs the backward pass while the next batch is prepared.
+    With MixUp/CutMix, correct predictions are counted against the images' own labels."""
     for group in ctx.optimizer.param_groups:
         group["lr"] = ctx.schedule.lr(step)
+    mixed = ctx.mixer(inputs, labels, gen) if ctx.mixer is not None else None
     with ctx.autocast():
-        logits = ctx.model(inputs)  # (N, num_classes)
-        loss = ctx.criterion(logits, labels)
+        if mixed is None:
+            logits = ctx.model(inputs)  # (N, num_classes)
+            loss = ctx.criterion(logits, labels)
+        else:
+            logits = ctx.model(mixed.inputs)
+            loss = mixed.lam * ctx.criterion(logits, labels)
+            loss = loss + (1 - mixed.lam) * ctx.criterion(logits, mixed.other_labels)
     correct = (logits.detach().argmax(1) == labels).sum()
     loss_value, correct_count = torch.stack([loss.detach().float(), correct.float()]).tolist()
     if not ctx.all_finite(math.isfinite(loss_value)):
@@ -99,6 +110,8 @@ def train_step(
     else:
         loss.backward()
         ctx.optimizer.step()
+    if ctx.ema is not None:
+        ctx.ema.update()
     return loss_value, int(correct_count)
 
 
@@ -171,7 +184,7 @@ def train_one_epoch(
         batches, total=total, initial=stats.steps, desc=hooks.desc, leave=False, disable=disable
     )
     for images, labels in bar:
-        result = train_step(ctx, transform(images, gen), labels, first_step + stats.steps)
+        result = train_step(ctx, transform(images, gen), labels, first_step + stats.steps, gen)
         stats.steps += 1
         if result is None:
             stats.skipped += 1

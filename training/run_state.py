@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from data import DataBundle
 from models import model_args
 from training.early_stopping import EarlyStopping
+from training.ema import WeightAverage
 from utils.checkpoint import FORMAT_VERSION
 from utils.config import Config, config_to_dict
 from utils.fast_path import FastPath
@@ -46,6 +47,7 @@ def make_checkpoint(
     state: RunState,
     fast_path: FastPath,
     scaler: torch.amp.GradScaler | None = None,
+    ema: WeightAverage | None = None,
 ) -> dict[str, Any]:
     """Everything needed to evaluate the model or resume the run, as plain data and tensors."""
     rng = {"torch": torch.get_rng_state()}
@@ -70,6 +72,7 @@ def make_checkpoint(
         "optimizer": optimizer.state_dict(),
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "early_stopping": stopper.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,  # weights evaluation scores
         "rng": rng,
     }
 
@@ -80,9 +83,12 @@ def restore(
     optimizer: torch.optim.Optimizer,
     stopper: EarlyStopping,
     scaler: torch.amp.GradScaler | None = None,
+    ema: WeightAverage | None = None,
 ) -> RunState:
     """Load a checkpoint's states into the live objects and return the run's progress."""
     model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     if scaler is not None and checkpoint.get("grad_scaler"):  # fp16: keep the loss scale
         scaler.load_state_dict(checkpoint["grad_scaler"])

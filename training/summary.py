@@ -26,28 +26,29 @@ def epoch_row(
     dist: Distributed,
     lr: float,
     state: RunState,
-    train: EpochStats,
-    val: EpochStats,
+    scores: dict[str, EpochStats],
     train_seconds: float,
     epoch_seconds: float,
 ) -> dict[str, Any]:
     """Count the finished epoch in ``state`` and append its metrics, summed over all ranks,
-    to ``state.history``; returns that row."""
-    train_all, val_all = summed_over_ranks(dist, train), summed_over_ranks(dist, val)
+    to ``state.history``; returns that row. ``scores`` holds "train", "val" and optionally
+    "raw_val" (the raw weights beside an average), each giving ``<name>_loss``/``_acc``."""
+    totals = {name: summed_over_ranks(dist, stats) for name, stats in scores.items()}
+    train = scores["train"]
     state.step += train.steps
     state.epoch += 1
     state.train_seconds += epoch_seconds
-    row = {
-        "epoch": state.epoch,
-        "train_loss": train_all.loss,
-        "train_acc": train_all.accuracy,
-        "val_loss": val_all.loss,
-        "val_acc": val_all.accuracy,
+    row: dict[str, Any] = {"epoch": state.epoch}
+    for name in ("train", "val"):
+        row |= {f"{name}_loss": totals[name].loss, f"{name}_acc": totals[name].accuracy}
+    row |= {
         "lr": lr,
         "epoch_time_s": round(epoch_seconds, 2),
-        "images_per_s": round(train_all.seen / train_seconds, 1),
+        "images_per_s": round(totals["train"].seen / train_seconds, 1),
         "skipped_steps": train.skipped,
     }
+    if "raw_val" in totals:
+        row |= {"raw_val_loss": totals["raw_val"].loss, "raw_val_acc": totals["raw_val"].accuracy}
     state.history.append(row)
     return row
 

@@ -19,10 +19,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data import DataBundle, check_same_data, create_data
+from data.mix import BatchMixer
 from models import apply_layout, create_model, model_args
 from training.autotune import choose_fast_path
 from training.distributed import Distributed, init_distributed
 from training.early_stopping import EarlyStopping
+from training.ema import WeightAverage
 from training.interrupt import StopOnSignal, stopped_by_signal
 from training.loop import (
     EpochHooks,
@@ -36,11 +38,12 @@ from training.loop import (
     partial_epoch,
     train_one_epoch,
 )
+from training.optimizer import build_optimizer
 from training.run_state import RunState, make_checkpoint, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
 from utils.checkpoint import save_checkpoint
-from utils.config import Config, OptimConfig, TrainConfig, save_config
+from utils.config import Config, TrainConfig, save_config
 from utils.device import emulated_bf16_warning, resolve_device
 from utils.errors import ConfigError, UserError
 from utils.fast_path import FastPath, recorded_fast_path
@@ -89,13 +92,17 @@ def fit(
         autocast=fast_path.autocast(device),
         scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
+        mixer=BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha),
+        ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
         all_finite=lambda finite: not dist.any(not finite),
     )
+    if not ctx.mixer.enabled:
+        ctx.mixer = None
     stopper = EarlyStopping(**vars(cfg.early_stopping))
     run = Run(cfg, run_dir, dist, device, fast_path, data, model, optimizer, stopper, ctx)
     state = RunState(world_size=dist.world_size)
     if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, stopper, ctx.scaler)
+        state = restore(checkpoint, model, optimizer, stopper, ctx.scaler, ctx.ema)
         state.world_size = dist.world_size
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
@@ -120,9 +127,9 @@ def fit(
                     run.save(state)
                 raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
             train_seconds = started.elapsed()
-            val = validate(run)
+            scores = {"train": stats, **validate(run)}
             last_lr = optimizer.param_groups[0]["lr"]
-            row = epoch_row(dist, last_lr, state, stats, val, train_seconds, started.elapsed())
+            row = epoch_row(dist, last_lr, state, scores, train_seconds, started.elapsed())
             finish_epoch(run, state, row)
             if should_stop() and state.epoch < cfg.train.epochs and not state.stopped_early:
                 raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
@@ -152,7 +159,7 @@ class Run:
             return
         payload = make_checkpoint(
             self.cfg, self.data, self.model, self.optimizer, self.stopper, state,
-            self.fast_path, self.ctx.scaler,
+            self.fast_path, self.ctx.scaler, self.ctx.ema,
         )  # fmt: skip
         save_checkpoint(payload, self.run_dir / "last.pt")
         if improved:
@@ -196,18 +203,6 @@ def prepare_model(
         device_ids = [dist.local_rank] if device.type == "cuda" else None
         train_module = DistributedDataParallel(model, device_ids=device_ids)
     return model, torch.compile(train_module) if cfg.compile else train_module
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """SGD with momentum; weight decay is L2 on every parameter, as in the seed recipe."""
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-        foreach=True,
-    )
 
 
 def start_run_dir(run: Run, hardware: str) -> None:
@@ -268,14 +263,21 @@ def train_epoch(
     return stats, started
 
 
-def validate(run: Run) -> EpochStats:
-    """Loss and accuracy on the validation split, with rank 0's BatchNorm statistics."""
-    run.dist.share_buffers_from_main(run.model)
-    data = run.data
-    return evaluate_loss_accuracy(
-        run.model, data.val.batches(), data.eval_transform, run.ctx.autocast, len(data.val),
-        progress=run.dist.is_main,
-    )  # fmt: skip
+def validate(run: Run) -> dict[str, EpochStats]:
+    """Loss and accuracy on the validation split, with rank 0's BatchNorm statistics: "val"
+    for the weights the run keeps (the average, with ``train.ema_decay``), "raw_val" for the
+    raw weights beside an average."""
+    models = {"val": run.model}
+    if run.ctx.ema is not None:
+        models = {"val": run.ctx.ema.module, "raw_val": run.model}
+    scores = {}
+    for name, model in models.items():
+        run.dist.share_buffers_from_main(model)
+        scores[name] = evaluate_loss_accuracy(
+            model, run.data.val.batches(), run.data.eval_transform, run.ctx.autocast,
+            len(run.data.val), progress=run.dist.is_main,
+        )  # fmt: skip
+    return scores
 
 
 def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:

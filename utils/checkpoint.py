@@ -93,6 +93,15 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return checkpoint
 
 
+def scored_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights validation scored and evaluation scores: the moving average where the run
+    kept one (``train.ema_decay``), else the raw weights."""
+    averaged = checkpoint.get("ema")
+    if not averaged:
+        return checkpoint["model"]
+    return {k.removeprefix("module."): v for k, v in averaged.items() if k != "n_averaged"}
+
+
 def steps_into_next_epoch(checkpoint: dict[str, Any]) -> int:
     """Steps of the next epoch a checkpoint's weights hold: a last.pt saved mid-epoch has some."""
     partial = checkpoint.get("run_state", {}).get("partial_epoch")

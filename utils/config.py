@@ -79,6 +79,9 @@ class OptimConfig:
     momentum: float = _range(0.9, 0.0, 1.0, high_open=True)
     nesterov: bool = False
     weight_decay: float = _range(0.0, 0.0)
+    # weight decay of BatchNorm weights and of biases (torchvision's --norm-weight-decay);
+    # null: weight_decay, as for every other parameter
+    norm_weight_decay: float | None = _range(None, 0.0)
     scale_lr: bool = False  # multiply lr by the number of processes (linear scaling rule)
 
 
@@ -106,6 +109,13 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: int = _range(30, 1, resume_safe=True)  # more stretches the schedule
     label_smoothing: float = _range(0.0, 0.0, 1.0, high_open=True)
+    # MixUp / CutMix: one mixing weight per batch from Beta(alpha, alpha); 0 turns one off, and
+    # with both on each batch takes one of them at random
+    mixup_alpha: float = _range(0.0, 0.0)
+    cutmix_alpha: float = _range(0.0, 0.0)
+    # an exponential moving average of the weights (and BatchNorm statistics), updated every
+    # step; validation, best.pt and evaluation then use the average. null: off
+    ema_decay: float | None = _range(None, 0.0, 1.0, low_open=True, high_open=True)
     seed: int = _range(0, 0, 2**31 - 1)
     device: str = _resume_safe("auto")  # auto (cuda, then mps, then cpu), or a torch device string
     # auto: bf16 on CUDA (fp16 without bf16 support); on a bf16 CPU, bf16 only where a timed
