@@ -1,10 +1,12 @@
-"""Batched prediction in eval mode: the one inference path of validation and evaluation."""
+"""A checkpoint's model, and batched prediction in eval mode: the one inference path of
+validation, evaluation and prediction."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,8 +14,21 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from data.augment import BatchTransform
+from models import ResNet, apply_layout, create_model
+from utils.checkpoint import scored_weights
+from utils.fast_path import FastPath
 
 Batches = Iterable[tuple[Tensor, Tensor]]
+
+
+def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: FastPath) -> ResNet:
+    """The checkpoint's model on ``device``, in the memory layout it trained in."""
+    model = create_model(**checkpoint["model_args"])
+    model.load_state_dict(scored_weights(checkpoint))
+    model = model.to(device).eval()
+    if not fast_path.channels_last:
+        return model
+    return apply_layout(model, list(fast_path.nchw_stages))
 
 
 TTA_MODES = ("none", "flip", "flip-shift")

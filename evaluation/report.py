@@ -15,7 +15,8 @@ import torch
 
 from data import Loader, create_eval_loader
 from data.augment import BatchTransform
-from evaluation.inference import predict
+from evaluation.html_report import write_run_report
+from evaluation.inference import load_model, predict
 from evaluation.metrics import classification_metrics
 from evaluation.plots import (
     plot_confusion_matrix,
@@ -23,8 +24,8 @@ from evaluation.plots import (
     plot_per_class_accuracy,
     plot_training_curves,
 )
-from models import ResNet, apply_layout, create_model
-from utils.checkpoint import scored_weights, steps_into_next_epoch
+from models import ResNet
+from utils.checkpoint import steps_into_next_epoch
 from utils.config import Config, config_from_dict
 from utils.device import resolve_device
 from utils.errors import DataError
@@ -32,16 +33,6 @@ from utils.fast_path import FastPath, recorded_fast_path
 from utils.run_log import read_history
 
 MISCLASSIFIED_SHOWN = 24
-
-
-def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: FastPath) -> ResNet:
-    """The checkpoint's model on ``device``, in the memory layout it trained in."""
-    model = create_model(**checkpoint["model_args"])
-    model.load_state_dict(scored_weights(checkpoint))
-    model = model.to(device).eval()
-    if not fast_path.channels_last:
-        return model
-    return apply_layout(model, list(fast_path.nchw_stages))
 
 
 def run_predictions(
@@ -131,7 +122,8 @@ def evaluate_checkpoint(
     device_name: str = "auto",
     tta: str = "none",
 ) -> dict[str, Any]:
-    """Score ``checkpoint`` on a split, write ``metrics.json`` and plots, return the report.
+    """Score ``checkpoint`` on a split, write ``metrics.json``, plots and ``report.html`` (all of
+    it on one page), return the report.
 
     ``tta`` ("flip", "flip-shift") averages each image's prediction over several views of it
     (test-time augmentation, ``evaluation.inference.views``); the report says so, since the
@@ -179,6 +171,9 @@ def evaluate_checkpoint(
         for p in write_plots(report, loader, logits, labels, class_names, ckpt_path.parent, out_dir)
     ]
     report["output_dir"] = str(out_dir)
+    report["html_report"] = str(
+        write_run_report(report, checkpoint["config"], ckpt_path.parent, out_dir)
+    )
     return report
 
 
@@ -200,5 +195,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{name[:15]:<16}{s['accuracy']:>8.4f}{s['precision']:>8.4f}{s['recall']:>8.4f}"
             f"{s['f1']:>8.4f}{s['support']:>7}"
         )
-    lines.append(f"wrote {report['output_dir']}/metrics.json and {len(report['plots'])} plots")
+    lines.append(
+        f"wrote {report['output_dir']}/metrics.json, {len(report['plots'])} plots and report.html"
+    )
     return "\n".join(lines)

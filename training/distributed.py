@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from utils.config import TrainConfig
+from utils.device import resolve_device
+from utils.errors import ConfigError, UserError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -81,3 +85,22 @@ def init_distributed(device: torch.device) -> Distributed:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def training_device(cfg: TrainConfig, group: Distributed) -> torch.device:
+    """``train.device``, with each torchrun process on its own GPU."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and group.enabled:
+        device = torch.device("cuda", group.local_rank)
+    if cfg.sync_batchnorm and group.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
+    return device
+
+
+def check_same_world_size(trained: int | None, now: int) -> None:
+    """Refuse to resume with another process count: the step count and the shards assume it."""
+    if trained is not None and trained != now:
+        raise UserError(
+            f"this run trained with {trained} process(es) and is resumed with {now}; its "
+            f"learning-rate schedule and data shards assume {trained}, so resume with {trained}"
+        )

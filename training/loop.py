@@ -156,6 +156,7 @@ class EpochHooks:
     should_stop: Callable[[], bool] = never
     should_save: Callable[[], bool] = never
     save: Callable[[EpochStats], None] = lambda _stats: None
+    after_step: Callable[[EpochStats], None] = lambda _stats: None
     progress: bool = True
     desc: str = "train"
 
@@ -194,6 +195,7 @@ def train_one_epoch(
             stats.correct += correct
             stats.seen += len(labels)
             bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
+        hooks.after_step(stats)
         if hooks.should_stop():
             stats.interrupted = stats.steps < total
             break

@@ -36,6 +36,7 @@ class RunState:
     train_seconds: float = 0.0
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
     world_size: int | None = None  # processes that trained; a resume must use as many
+    budget: dict[str, Any] | None = None  # the time-budget plan (training/budget.py)
 
 
 def make_checkpoint(

@@ -8,6 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.budget import TimeBudget
 from training.distributed import Distributed
 from training.loop import EpochStats
 from training.run_state import RunState
@@ -62,7 +63,13 @@ def format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
     )
 
 
-def write_summary(state: RunState, run_dir: Path, hardware: str, fast_path: FastPath) -> None:
+def write_summary(
+    state: RunState,
+    run_dir: Path,
+    hardware: str,
+    fast_path: FastPath,
+    budget: TimeBudget | None = None,
+) -> None:
     """Print the outcome and write it to ``summary.json`` for comparison tables."""
     summary = {
         "best_epoch": state.best_epoch,
@@ -76,6 +83,14 @@ def write_summary(state: RunState, run_dir: Path, hardware: str, fast_path: Fast
         "nchw_stages": list(fast_path.nchw_stages),
         "peak_rss_mib": peak_rss_mib(),
     }
+    if budget is not None:
+        summary["time_budget"] = {
+            "minutes": budget.plan.minutes,
+            "first_planned_epochs": budget.plan.first_plan,
+            "planned_epochs": budget.plan.planned_epochs,
+            "epochs_run": state.epoch,
+            "minutes_used": round(state.train_seconds / 60, 2),
+        }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     reason = "stopped early" if state.stopped_early else "finished"
     tqdm.write(

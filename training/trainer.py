@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data import DataBundle, check_same_data, create_data
+from data import check_same_data, create_data
 from data.mix import BatchMixer
 from models import apply_layout, create_model, model_args
 from training.autotune import choose_fast_path
-from training.distributed import Distributed, init_distributed
+from training.distributed import (
+    Distributed,
+    check_same_world_size,
+    init_distributed,
+    training_device,
+)
 from training.early_stopping import EarlyStopping
 from training.ema import WeightAverage
 from training.interrupt import StopOnSignal, stopped_by_signal
@@ -39,13 +43,12 @@ from training.loop import (
     train_one_epoch,
 )
 from training.optimizer import build_optimizer
-from training.run_state import RunState, make_checkpoint, restore
+from training.run import Run, fits_budget, relay_schedule, time_budget
+from training.run_state import RunState, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
-from utils.checkpoint import save_checkpoint
 from utils.config import Config, TrainConfig, save_config
 from utils.device import emulated_bf16_warning, resolve_device
-from utils.errors import ConfigError, UserError
 from utils.fast_path import FastPath, recorded_fast_path
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
@@ -104,6 +107,8 @@ def fit(
     if checkpoint is not None:
         state = restore(checkpoint, model, optimizer, stopper, ctx.scaler, ctx.ema)
         state.world_size = dist.world_size
+    run.budget = time_budget(cfg, data, state)
+    relay_schedule(run)
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = f"{describe_hardware(device)} x{dist.world_size}"
@@ -116,7 +121,7 @@ def fit(
         def should_stop() -> bool:
             return dist.any(stop.requested())
 
-        while state.epoch < cfg.train.epochs and not state.stopped_early:
+        while state.epoch < run.epochs and not state.stopped_early and fits_budget(run, state):
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
             stats, started = train_epoch(run, state, should_stop)
@@ -130,59 +135,16 @@ def fit(
             scores = {"train": stats, **validate(run)}
             last_lr = optimizer.param_groups[0]["lr"]
             row = epoch_row(dist, last_lr, state, scores, train_seconds, started.elapsed())
+            if run.budget and run.budget.after_epoch(
+                row["epoch_time_s"], state.train_seconds, state.epoch
+            ):
+                relay_schedule(run, announce=True)
             finish_epoch(run, state, row)
-            if should_stop() and state.epoch < cfg.train.epochs and not state.stopped_early:
+            if should_stop() and state.epoch < run.epochs and not state.stopped_early:
                 raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
     if dist.is_main:
-        write_summary(state, run_dir, hardware, fast_path)
+        write_summary(state, run_dir, hardware, fast_path, run.budget)
     return state
-
-
-@dataclass
-class Run:
-    """The live objects of a training run."""
-
-    cfg: Config
-    run_dir: Path
-    dist: Distributed
-    device: torch.device
-    fast_path: FastPath
-    data: DataBundle
-    model: nn.Module  # unwrapped: what checkpoints store and validation runs
-    optimizer: torch.optim.Optimizer
-    stopper: EarlyStopping
-    ctx: StepContext  # its model is DDP-wrapped and/or compiled when configured
-
-    def save(self, state: RunState, improved: bool = False) -> None:
-        """Write last.pt (and best.pt when ``improved``); only rank 0 writes."""
-        if not self.dist.is_main:
-            return
-        payload = make_checkpoint(
-            self.cfg, self.data, self.model, self.optimizer, self.stopper, state,
-            self.fast_path, self.ctx.scaler, self.ctx.ema,
-        )  # fmt: skip
-        save_checkpoint(payload, self.run_dir / "last.pt")
-        if improved:
-            save_checkpoint(payload, self.run_dir / "best.pt")
-
-
-def training_device(cfg: TrainConfig, dist: Distributed) -> torch.device:
-    """``train.device``, with each torchrun process on its own GPU."""
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
-    if cfg.sync_batchnorm and dist.enabled and device.type != "cuda":
-        raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
-    return device
-
-
-def check_same_world_size(trained: int | None, now: int) -> None:
-    """Refuse to resume with another process count: the step count and the shards assume it."""
-    if trained is not None and trained != now:
-        raise UserError(
-            f"this run trained with {trained} process(es) and is resumed with {now}; its "
-            f"learning-rate schedule and data shards assume {trained}, so resume with {trained}"
-        )
 
 
 def prepare_model(
@@ -246,8 +208,13 @@ def train_epoch(
         run.save(state)
         clock.restart()
 
+    def after_step(stats: EpochStats) -> None:
+        spent = state.train_seconds + started.elapsed()
+        if run.budget is not None and run.budget.after_step(stats.steps, spent):
+            relay_schedule(run, announce=True)
+
     hooks = EpochHooks(
-        should_stop, clock.due, save, dist.is_main, f"epoch {epoch + 1}/{cfg.train.epochs}"
+        should_stop, clock.due, save, after_step, dist.is_main, f"epoch {epoch + 1}/{run.epochs}"
     )
     batches = run.data.train.batches(epoch, start_batch=stats.steps)
     try:

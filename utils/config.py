@@ -130,6 +130,9 @@ class TrainConfig:
     # also write last.pt inside an epoch once this many minutes have passed since the last save, so
     # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only
     save_every_minutes: float | None = _range(None, 0.0, None, low_open=True, resume_safe=True)
+    # plan the epochs (at most train.epochs) that fit this many minutes of training and
+    # validation, and lay the schedule out for them (training/budget.py); null: train.epochs
+    time_budget_minutes: float | None = _range(None, 0.0, None, low_open=True)
     sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
 
 
