@@ -20,10 +20,19 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from data.image_modes import to_rgb8
 from utils.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+# What a damaged, truncated, oversized or colourless (``to_rgb8``) file raises as it decodes.
+DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    Image.DecompressionBombError,
+    DataError,
+)
 
 
 @dataclass
@@ -101,14 +110,19 @@ def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, class_names
 
 
+def image_tensor(image: Image.Image) -> Tensor:
+    """(3, H, W) uint8 of a PIL image of any mode, scaled by its value range (``to_rgb8``)."""
+    array = np.asarray(to_rgb8(image))  # (H, W, 3) uint8
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
 def decode_image_file(path: Path) -> Tensor:
     """(3, H, W) uint8; a file PIL cannot read, or one over its pixel limit, is a DataError."""
     try:
         with Image.open(path) as pil:
-            array = np.asarray(pil.convert("RGB"))  # (H, W, 3) uint8
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            return image_tensor(pil)
+    except DECODE_ERRORS as err:
         raise DataError(f"cannot decode image {path}: {err}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:

@@ -1,0 +1,115 @@
+"""Classify image files with a trained checkpoint: the top classes of each, printed or saved.
+
+python predict.py --ckpt best.pt cat.jpg dog.png        # newest run's best.pt
+python predict.py --ckpt checkpoints/<run>/best.pt photos/ --top-k 5   # a folder, recursively
+python predict.py --ckpt best.pt "photos/**/*.png" --output preds.csv   # a glob; or .json
+
+Each image gets the checkpoint's own preprocessing (its input side, normalisation, precision
+and layout). An unreadable file is named on stderr and skipped. Exit code: 0 when every image
+was classified, 1 when some were skipped, 2 for a usage error or when none could be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from data.image_files import find_images
+from evaluation.classifier import DEFAULT_BATCH_SIZE, load_classifier
+from evaluation.inference import TTA_MODES
+from evaluation.prediction_output import (
+    OUTPUT_SUFFIXES,
+    format_table,
+    prediction_rows,
+    write_predictions,
+)
+from utils.cli import run_cli
+from utils.errors import DataError
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="an image file, a folder (searched recursively, hidden entries left out) or a glob",
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="a checkpoint path, a run directory, or a bare name (best.pt, "
+        "last.pt) meaning that file in the newest run",
+    )
+    parser.add_argument(
+        "--top-k", type=positive_int, default=3, help="classes shown per image (default: 3)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="also write every image's prediction and class probabilities to this .csv or .json",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation: flip averages each prediction with the mirror image's; "
+        "flip-shift adds one-pixel shifts (default: none)",
+    )
+    parser.add_argument(
+        "--flip-tta", dest="tta", action="store_const", const="flip", help="the same as --tta flip"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("checkpoints"),
+        help="where bare checkpoint names are looked up (default: checkpoints)",
+    )
+    args = parser.parse_args()
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        parser.error(f"--output {args.output}: expected a file ending in .csv or .json")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    files = find_images(args.paths)
+    classifier = load_classifier(args.ckpt, args.device, args.tta, args.batch_size, args.runs_dir)
+    print(f"checkpoint: {classifier.checkpoint_path}", file=sys.stderr)
+    start = time.perf_counter()
+    result = classifier.predict_files(files)
+    seconds = time.perf_counter() - start
+    for _, reason in result.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if not result.files:
+        raise DataError(f"no readable image among the {len(files)} files given")
+    rows = prediction_rows(result.files, result.probabilities, classifier.class_names, args.top_k)
+    print(format_table(rows))
+    if args.output is not None:
+        write_predictions(rows, args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    count = len(result.files)
+    print(f"{count} images in {seconds:.1f} s ({count / seconds:.0f} img/s)", file=sys.stderr)
+    return 1 if result.skipped else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
