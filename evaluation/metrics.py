@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from evaluation.calibration import expected_calibration_error
+
 
 def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """(num_classes, num_classes) counts; row = true class, column = predicted class."""
@@ -22,7 +24,8 @@ def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
 def classification_metrics(
     logits: Tensor, labels: Tensor, class_names: list[str]
 ) -> dict[str, Any]:
-    """Accuracy, loss, top-5, per-class accuracy/precision/recall/F1 and the confusion matrix.
+    """Accuracy, loss, top-5, expected calibration error (``ECE_BINS`` bins), per-class
+    accuracy/precision/recall/F1 and the confusion matrix.
 
     logits: (N, C) float; labels: (N,) int64.
     """
@@ -50,6 +53,7 @@ def classification_metrics(
         "accuracy": (predicted == labels).double().mean().item(),
         "loss": F.cross_entropy(logits, labels).item(),
         "top5_accuracy": top5.item(),  # top-k with k = min(5, classes)
+        "ece": expected_calibration_error(logits.softmax(1), labels),  # ECE_BINS bins
         "macro_precision": precision.mean().item(),
         "macro_recall": recall.mean().item(),
         "macro_f1": f1.mean().item(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
+
+from evaluation.calibration import ReliabilityBins
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -101,4 +104,39 @@ def plot_misclassified(
     if count == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
+    return _save(fig, path)
+
+
+def plot_reliability_diagram(bins: ReliabilityBins, ece: float, path: Path) -> Path:
+    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and
+    how many predictions each bin holds (below)."""
+    edges = bins.edges.tolist()
+    centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
+    width = edges[1] - edges[0]
+    filled = bins.counts > 0
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.bar(
+        [c for c, f in zip(centres, filled.tolist(), strict=True) if f],
+        bins.accuracy[filled].tolist(),
+        width=width * 0.95,
+        color="tab:blue",
+        edgecolor="black",
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot(
+        bins.confidence[filled].tolist(),
+        bins.accuracy[filled].tolist(),
+        "o",
+        color="tab:red",
+        ms=3,
+        label="mean confidence",
+    )
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"Reliability (ECE {ece:.4f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax_count.bar(centres, bins.counts.tolist(), width=width * 0.95, color="tab:grey")
+    ax_count.set(xlabel="confidence (top probability)", ylabel="images", yscale="log")
     return _save(fig, path)

@@ -16,6 +16,7 @@ from training.early_stopping import EarlyStopping
 from training.loop import StepContext
 from training.run_state import RunState, make_checkpoint
 from training.schedule import LrSchedule
+from training.tensorboard import TensorBoardLog
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
 from utils.fast_path import FastPath
@@ -36,6 +37,7 @@ class Run:
     stopper: EarlyStopping
     ctx: StepContext  # its model is DDP-wrapped and/or compiled when configured
     budget: TimeBudget | None = None  # with train.time_budget_minutes
+    tensorboard: TensorBoardLog | None = None  # rank 0 only
 
     @property
     def epochs(self) -> int:

@@ -47,7 +47,8 @@ from training.run import Run, fits_budget, relay_schedule, time_budget
 from training.run_state import RunState, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
-from utils.config import Config, TrainConfig, save_config
+from training.tensorboard import TensorBoardLog
+from utils.config import Config, TrainConfig, config_to_dict, save_config
 from utils.device import emulated_bf16_warning, resolve_device
 from utils.fast_path import FastPath, recorded_fast_path
 from utils.hardware import describe_hardware
@@ -108,6 +109,11 @@ def fit(
         state = restore(checkpoint, model, optimizer, stopper, ctx.scaler, ctx.ema)
         state.world_size = dist.world_size
     run.budget = time_budget(cfg, data, state)
+    if dist.is_main:
+        resumed_at = (
+            state.step + (state.partial_epoch or {}).get("steps", 0) if checkpoint else None
+        )
+        run.tensorboard = TensorBoardLog(run_dir, cfg.train.tensorboard, resumed_at)
     relay_schedule(run)
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
@@ -140,10 +146,16 @@ def fit(
             ):
                 relay_schedule(run, announce=True)
             finish_epoch(run, state, row)
+            if run.tensorboard:
+                run.tensorboard.epoch(state.step, row)
             if should_stop() and state.epoch < run.epochs and not state.stopped_early:
                 raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
     if dist.is_main:
         write_summary(state, run_dir, hardware, fast_path, run.budget)
+        run.tensorboard.finish(
+            config_to_dict(cfg),
+            {"best_val_loss": state.best_val_loss, "best_val_acc": state.best_val_acc},
+        )
     return state
 
 
@@ -208,7 +220,13 @@ def train_epoch(
         run.save(state)
         clock.restart()
 
+    if run.tensorboard:
+        run.tensorboard.start_epoch(stats.loss_sum, stats.seen)
+
     def after_step(stats: EpochStats) -> None:
+        if run.tensorboard:
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.tensorboard.step(state.step + stats.steps, stats.loss_sum, stats.seen, lr)
         spent = state.train_seconds + started.elapsed()
         if run.budget is not None and run.budget.after_step(stats.steps, spent):
             relay_schedule(run, announce=True)

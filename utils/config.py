@@ -130,6 +130,8 @@ class TrainConfig:
     # also write last.pt inside an epoch once this many minutes have passed since the last save, so
     # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only
     save_every_minutes: float | None = _range(None, 0.0, None, low_open=True, resume_safe=True)
+    # TensorBoard event files in <run>/tensorboard: null logs when the package is installed
+    tensorboard: bool | None = _resume_safe(None)
     # plan the epochs (at most train.epochs) that fit this many minutes of training and
     # validation, and lay the schedule out for them (training/budget.py); null: train.epochs
     time_budget_minutes: float | None = _range(None, 0.0, None, low_open=True)

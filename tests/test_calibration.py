@@ -1,0 +1,63 @@
+"""Calibration and classification metrics on small cases worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from evaluation.calibration import (
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from evaluation.metrics import classification_metrics
+
+
+def test_ece_of_a_hand_computed_case() -> None:
+    # top probabilities 0.9, 0.9, 0.6, 0.6 with 3 bins [0, 1/3], (1/3, 2/3], (2/3, 1]:
+    # bin 3 holds the two 0.9s, one right: |0.5 - 0.9| = 0.4; bin 2 the 0.6s, both right:
+    # |1.0 - 0.6| = 0.4; ECE = 2/4 * 0.4 + 2/4 * 0.4 = 0.4
+    probabilities = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    labels = torch.tensor([0, 1, 1, 1])
+    assert expected_calibration_error(probabilities, labels, bins=3) == pytest.approx(0.4)
+    bins = reliability_bins(probabilities, labels, bins=3)
+    assert bins.counts.tolist() == [0, 2, 2]
+    assert bins.accuracy.tolist() == pytest.approx([0.0, 1.0, 0.5])
+    assert bins.confidence.tolist() == pytest.approx([0.0, 0.6, 0.9])
+
+
+def test_a_perfectly_calibrated_set_has_zero_ece() -> None:
+    # confidence 0.75 on 4 images, 3 of them right
+    probabilities = torch.tensor([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probabilities, torch.tensor([0, 0, 0, 1])) == 0.0
+
+
+def test_metrics_of_a_hand_computed_case() -> None:
+    # true 0 0 0 1 1 2, predicted 0 0 1 1 2 2
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).float() * 5
+    m = classification_metrics(logits, labels, ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    a, b, c = (m["per_class"][n] for n in "abc")
+    assert (a["precision"], a["recall"]) == pytest.approx((1.0, 2 / 3))
+    assert (b["precision"], b["recall"]) == pytest.approx((0.5, 0.5))
+    assert (c["precision"], c["recall"]) == pytest.approx((0.5, 1.0))
+    assert a["f1"] == pytest.approx(0.8) and c["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    confidence = math.exp(5) / (math.exp(5) + 2)
+    assert m["ece"] == pytest.approx(abs(4 / 6 - confidence))  # all in the top bin
+
+
+def test_temperature_undoes_overconfidence_and_keeps_predictions() -> None:
+    gen = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 10, generator=gen) * 2
+    labels = torch.multinomial(true_logits.softmax(1), 1, generator=gen).squeeze(1)
+    overconfident = true_logits * 3  # the right temperature is 3
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    summary = calibration_summary(overconfident, labels, temperature)
+    assert summary["ece_after"] < summary["ece_before"] / 3
+    assert summary["nll_after"] < summary["nll_before"]
+    assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1))
