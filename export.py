@@ -1,0 +1,109 @@
+"""Export a trained checkpoint for serving: ONNX, torch.export (.pt2) or safetensors weights.
+
+python export.py --ckpt best.pt --format onnx              # newest run's best.pt -> best.onnx
+python export.py --ckpt best.pt --format onnx --softmax    # outputs probabilities, not logits
+python export.py --ckpt checkpoints/<run>/best.pt --format pt2 --output model.pt2
+python export.py --ckpt best.pt --format safetensors       # weights + JSON to rebuild the model
+python export.py --ckpt best.pt --format onnx --check-images data/cifar10-jpg/test
+
+Each file carries the class names and the preprocessing (mean, std, input side, resize rule),
+and gets a JSON copy of them beside it (<file>.json). The file is then loaded back and its
+outputs compared with PyTorch's on real images (--check-images) or seeded noise. ONNX and
+safetensors need the optional extra: pip install -r requirements-export.txt. See docs/export.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deploy.errors import ExportError
+from deploy.export import FORMATS, default_output, export_checkpoint
+from deploy.extras import require_extras
+from deploy.load import load_exported
+from deploy.metadata import sidecar_path
+from deploy.verify import TOLERANCE, max_abs_difference, sample_images
+from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+from utils.cli import run_cli
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
+    return value
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="a checkpoint path, a run directory, or a bare name (best.pt, "
+        "last.pt) meaning that file in the newest run",
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, help="the file to write")
+    parser.add_argument(
+        "--output", type=Path, help="where to write it (default: beside the checkpoint)"
+    )
+    parser.add_argument(
+        "--softmax",
+        action="store_true",
+        help="end the graph with a softmax: outputs probabilities instead of logits",
+    )
+    parser.add_argument(
+        "--check-images",
+        type=Path,
+        help="a folder of images (searched recursively) to check the export on "
+        "(default: seeded noise)",
+    )
+    parser.add_argument(
+        "--check-count",
+        type=non_negative_int,
+        default=100,
+        help="images to check the export on; 0 skips the check (default: 100)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("checkpoints"),
+        help="where bare checkpoint names are looked up (default: checkpoints)",
+    )
+    args = parser.parse_args()
+    if args.softmax and args.format == "safetensors":
+        parser.error("--softmax: safetensors holds weights alone, with no graph to add it to")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    require_extras(args.format)
+    path = resolve_checkpoint_path(args.ckpt, args.runs_dir)
+    print(f"checkpoint: {path}")
+    checkpoint = load_checkpoint(path)
+    output = args.output or default_output(path, args.format)
+    export_checkpoint(checkpoint, args.format, output, args.softmax)
+    size_mb = output.stat().st_size / 1e6
+    print(f"wrote {output} ({size_mb:.1f} MB) and {sidecar_path(output)}")
+    if args.check_count == 0:
+        return
+    runner, metadata = load_exported(output, args.format)
+    images = sample_images(args.check_images, args.check_count, metadata["input_side"])
+    difference = max_abs_difference(checkpoint, runner, metadata, images)
+    source = args.check_images or "seeded noise"
+    what = "probabilities" if args.softmax else "logits"
+    print(
+        f"check: {len(images)} images from {source}: max abs difference of {what} vs PyTorch "
+        f"{difference:.2e}"
+    )
+    if difference > TOLERANCE:
+        raise ExportError(
+            f"{output} differs from PyTorch by {difference:.2e} (more than {TOLERANCE:g}); "
+            "do not use it, and report the torch and exporter versions"
+        )
+
+
+if __name__ == "__main__":
+    run_cli(main)
