@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
 
+from evaluation.html_report import write_comparison_report
 from utils.errors import UserError
 from utils.run_log import read_history
 
@@ -177,35 +178,50 @@ def add_deltas(rows: list[dict[str, Any]]) -> None:
         row["delta_val_loss"] = round(row["val_loss_mean"] - by_group[parent]["val_loss_mean"], 4)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Val acc and loss are those of the best-val-loss epoch (the kept ``best.pt``); max val
-    acc is the highest accuracy of any epoch, for comparison with figures reported that way."""
-    header = (
-        "| run | seeds | val acc (%) | val loss | best epoch | max val acc (%) | epochs run | "
-        "median epoch (s) | wall time (min) |"
-    )
-    rule = "|---|---|---|---|---|---|---|---|---|"
+TABLE_HEADER = [
+    "run", "seeds", "val acc (%)", "val loss", "best epoch", "max val acc (%)", "epochs run",
+    "median epoch (s)", "wall time (min)",
+]  # fmt: skip
+
+
+def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The results table as text cells, the header first: what the markdown and the HTML show.
+
+    Val acc and loss are those of the best-val-loss epoch (the kept ``best.pt``); max val acc is
+    the highest accuracy of any epoch, for comparison with figures reported that way."""
     with_deltas = any("vs" in r for r in rows)
-    if with_deltas:
-        header, rule = header + " change in val acc / loss |", rule + "---|"
-    lines = [header, rule]
+    cells = [TABLE_HEADER + (["change in val acc / loss"] if with_deltas else [])]
     for r in rows:
-        name = r["group"] + (" †" if "from" in r else "")
         spread = len(r["seeds"]) > 1
         acc = f"{r['val_acc_mean']:.2f}" + (f" ± {r['val_acc_std']:.2f}" if spread else "")
         peak = f"{r['max_val_acc_mean']:.2f}" + (f" ± {r['max_val_acc_std']:.2f}" if spread else "")
         loss = f"{r['val_loss_mean']:.4f}" + (f" ± {r['val_loss_std']:.4f}" if spread else "")
-        lines.append(
-            f"| {name} | {', '.join(map(str, r['seeds']))} | {acc} | {loss} | "
-            f"{', '.join(map(str, r['best_epoch']))} | {peak} | "
-            f"{', '.join(map(str, r['epochs_run']))} | "
-            f"{r['median_epoch_s']} | {r['wall_time_min']} |"
-            + (f" {_change(r)} |" if with_deltas else "")
+        cells.append(
+            [
+                r["group"] + (" †" if "from" in r else ""),
+                ", ".join(map(str, r["seeds"])),
+                acc,
+                loss,
+                ", ".join(map(str, r["best_epoch"])),
+                peak,
+                ", ".join(map(str, r["epochs_run"])),
+                str(r["median_epoch_s"]),
+                str(r["wall_time_min"]),
+            ]
+            + ([_change(r)] if with_deltas else [])
         )
-    return "\n".join(lines) + "\n\n" + _footnotes(rows)
+    return cells
 
 
-def _footnotes(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results table (see ``table_cells``) in markdown, with its footnotes."""
+    header, *body = table_cells(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n\n" + footnotes(rows)
+
+
+def footnotes(rows: list[dict[str, Any]]) -> str:
     """Which machine and precision each row ran with (all rows, when they share one), and
     where the reference rows come from."""
     setups: dict[str, list[str]] = {}
@@ -262,7 +278,8 @@ def compare_runs(
     prefix: str = "results",
     reference: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``<prefix>.md``, ``<prefix>.json`` and two overlay plots into ``output_dir``;
+    """Write ``<prefix>.md``, ``<prefix>.json``, two overlay plots and ``<prefix>_report.html``
+    (the table and plots on one page, linking to each run's reports) into ``output_dir``;
     ``reference`` is an earlier results JSON whose groups join the table (see the module doc)."""
     runs = [load_run(d) for d in run_dirs]
     rows = summarise_groups(runs)
@@ -272,6 +289,17 @@ def compare_runs(
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{prefix}.md").write_text(markdown_table(rows))
     (output_dir / f"{prefix}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    plot_overlay(runs, "val_loss", "validation loss", output_dir / f"{prefix}_val_loss.png")
-    plot_overlay(runs, "val_acc", "validation accuracy (%)", output_dir / f"{prefix}_val_acc.png")
+    plots = [
+        plot_overlay(runs, "val_loss", "validation loss", output_dir / f"{prefix}_val_loss.png"),
+        plot_overlay(
+            runs, "val_acc", "validation accuracy (%)", output_dir / f"{prefix}_val_acc.png"
+        ),
+    ]
+    write_comparison_report(
+        output_dir / (f"{prefix}_report.html" if prefix else "report.html"),
+        table_cells(rows),
+        footnotes(rows),
+        list(zip(plots, ("validation loss by epoch", "validation accuracy by epoch"), strict=True)),
+        [[Path(run) for run in row["runs"]] for row in rows],
+    )
     return {"rows": rows, "table": markdown_table(rows)}
