@@ -18,7 +18,8 @@ def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int) -> Ten
 
 
 def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
-    return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+    """num / den, and 0 where den is 0 (a class never predicted, or never present)."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
 
 
 def classification_metrics(

@@ -46,6 +46,15 @@ def test_metrics_of_a_hand_computed_case() -> None:
     assert (c["precision"], c["recall"]) == pytest.approx((0.5, 1.0))
     assert a["f1"] == pytest.approx(0.8) and c["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # a class with precision + recall below 1: true 0 0 0 0 1 1, predicted 1 1 1 0 0 1
+    # class 1: precision 1/4, recall 1/2, F1 = 2 * 1/8 / (3/4) = 1/3
+    low = classification_metrics(
+        torch.nn.functional.one_hot(torch.tensor([1, 1, 1, 0, 0, 1]), 2).float(),
+        torch.tensor([0, 0, 0, 0, 1, 1]),
+        ["x", "y"],
+    )
+    assert low["per_class"]["y"]["f1"] == pytest.approx(1 / 3)
+    assert low["per_class"]["x"]["f1"] == pytest.approx(2 * (1 / 2) * (1 / 4) / (3 / 4))
     confidence = math.exp(5) / (math.exp(5) + 2)
     assert m["ece"] == pytest.approx(abs(4 / 6 - confidence))  # all in the top bin
 
