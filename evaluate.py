@@ -5,6 +5,7 @@ python evaluate.py --ckpt checkpoints/<run>/best.pt --split test
 python evaluate.py --ckpt best.pt --image-folder path/to/images   # any <class>/* tree
 python evaluate.py --ckpt best.pt --tta flip            # also classify mirror images
 python evaluate.py --ckpt best.pt --tta flip-shift      # mirrors and one-pixel shifts
+python evaluate.py --ckpt best.pt --calibrate           # fit a temperature on val
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--flip-tta", dest="tta", action="store_const", const="flip", help="the same as --tta flip"
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a temperature on the validation split and write <ckpt>-calibrated.pt, "
+        "which evaluate.py, predict.py and export.py apply",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     parser.add_argument(
         "--runs-dir",
@@ -84,6 +91,7 @@ def main() -> None:
         args.output_dir,
         args.device,
         args.tta,
+        args.calibrate,
     )
     print(format_report(report))
 

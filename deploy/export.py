@@ -30,11 +30,28 @@ def default_output(checkpoint_path: Path, fmt: str) -> Path:
     return checkpoint_path.with_suffix(SUFFIXES[fmt])
 
 
+class DivideBy(nn.Module):
+    """Logits divided by a calibrated temperature (``evaluate.py --calibrate``)."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, logits: Tensor) -> Tensor:
+        return logits / self.temperature
+
+
 def reference_model(checkpoint: dict[str, Any], softmax: bool = False) -> nn.Module:
-    """The checkpoint's model in eval mode on the CPU, followed by a softmax if ``softmax``."""
+    """The checkpoint's model in eval mode on the CPU, its logits divided by the checkpoint's
+    temperature when it has one, followed by a softmax if ``softmax``."""
     model = create_model(**checkpoint["model_args"])
     model.load_state_dict(scored_weights(checkpoint))
-    return (nn.Sequential(model, nn.Softmax(dim=1)) if softmax else model).eval()
+    layers = [model]
+    if checkpoint.get("temperature", 1.0) != 1.0:
+        layers.append(DivideBy(checkpoint["temperature"]))
+    if softmax:
+        layers.append(nn.Softmax(dim=1))
+    return (nn.Sequential(*layers) if len(layers) > 1 else model).eval()
 
 
 def export_checkpoint(

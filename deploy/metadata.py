@@ -40,6 +40,8 @@ def export_metadata(checkpoint: dict[str, Any], softmax: bool) -> dict[str, Any]
         "output": "probabilities (N, C), softmax over classes" if softmax else "logits (N, C)",
         "softmax": softmax,
         "model_args": dict(checkpoint["model_args"]),
+        # graphs (ONNX, pt2) already divide their logits by it; safetensors weights do not
+        "temperature": float(checkpoint.get("temperature", 1.0)),
         "epoch": checkpoint.get("epoch"),
     }
 

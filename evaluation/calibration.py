@@ -11,10 +11,15 @@ on the validation split; it changes confidences, never the predicted class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from utils.checkpoint import save_checkpoint
+from utils.errors import UserError
 
 ECE_BINS = 15
 
@@ -66,7 +71,7 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def calibration_summary(logits: Tensor, labels: Tensor, temperature: float) -> dict[str, float]:
@@ -79,3 +84,24 @@ def calibration_summary(logits: Tensor, labels: Tensor, temperature: float) -> d
         "nll_before": float(F.cross_entropy(logits, labels)),
         "nll_after": float(F.cross_entropy(scaled, labels)),
     }
+
+
+def calibrate_checkpoint(
+    checkpoint: dict[str, Any], path: Path, logits: Tensor, labels: Tensor, split: str
+) -> dict[str, Any]:
+    """Fit a temperature to ``logits`` (already divided by the checkpoint's own, if any) and
+    write a copy of the checkpoint holding the product, ``<name>-calibrated.pt``, which
+    evaluation, ``predict.py`` and ``export.py`` then apply. Validation split only: a
+    temperature chosen on the test split would make its scores optimistic."""
+    if split != "val":
+        raise UserError(
+            f"--calibrate fits the temperature on the validation split, not {split!r}; run it "
+            "with --split val, then score the calibrated copy on any split"
+        )
+    fitted = fit_temperature(logits, labels)
+    summary = calibration_summary(logits, labels, fitted)
+    summary["temperature"] = fitted * checkpoint.get("temperature", 1.0)
+    copy = path.with_name(f"{path.stem.removesuffix('-calibrated')}-calibrated.pt")
+    save_checkpoint({**checkpoint, "temperature": summary["temperature"]}, copy)
+    summary["checkpoint"] = str(copy)
+    return summary

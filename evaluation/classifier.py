@@ -57,6 +57,7 @@ class Classifier:
     checkpoint_path: Path
     tta: str = "none"  # test-time augmentation, as evaluate.py's --tta
     batch_size: int = DEFAULT_BATCH_SIZE
+    temperature: float = 1.0  # logits are divided by it (evaluate.py --calibrate)
 
     def predict(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
         """(N, C) float32 probabilities of PIL images (any mode and size) or of a uint8 batch
@@ -124,7 +125,7 @@ class Classifier:
         )
         if not outputs:
             return torch.empty(0, len(self.class_names)), torch.empty(0, dtype=torch.int64)
-        probs = torch.cat([logits.softmax(1) for logits, _ in outputs]).cpu()
+        probs = torch.cat([(logits / self.temperature).softmax(1) for logits, _ in outputs]).cpu()
         return probs, torch.cat([labels for _, labels in outputs]).cpu()
 
 
@@ -175,4 +176,7 @@ def load_classifier(
     model = load_model(checkpoint, torch_device, fast_path)
     autocast = fast_path.autocast(torch_device)
     names = list(checkpoint["class_names"])
-    return Classifier(model, transform, autocast, names, side, torch_device, path, tta, batch_size)
+    return Classifier(
+        model, transform, autocast, names, side, torch_device, path, tta, batch_size,
+        checkpoint.get("temperature", 1.0),
+    )  # fmt: skip

@@ -15,6 +15,7 @@ import torch
 
 from data import Loader, create_eval_loader
 from data.augment import BatchTransform
+from evaluation.calibration import calibrate_checkpoint, reliability_bins
 from evaluation.html_report import write_run_report
 from evaluation.inference import load_model, predict
 from evaluation.metrics import classification_metrics
@@ -22,6 +23,7 @@ from evaluation.plots import (
     plot_confusion_matrix,
     plot_misclassified,
     plot_per_class_accuracy,
+    plot_reliability_diagram,
     plot_training_curves,
 )
 from models import ResNet
@@ -66,7 +68,11 @@ def write_plots(
     paths = [
         plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png"),
         plot_per_class_accuracy(per_class, out_dir / "per_class_accuracy.png"),
-    ]
+        plot_reliability_diagram(
+            reliability_bins(logits.softmax(1), labels), report["ece"],
+            out_dir / "reliability_diagram.png",
+        ),
+    ]  # fmt: skip
     if len(labels) == len(loader.labels):  # positions are data set indices (nothing skipped)
         confidence, predicted = logits.softmax(1).max(1)
         wrong = (predicted != labels).nonzero().flatten()
@@ -121,9 +127,12 @@ def evaluate_checkpoint(
     out_dir: Path | None = None,
     device_name: str = "auto",
     tta: str = "none",
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on a split, write ``metrics.json``, plots and ``report.html`` (all of
-    it on one page), return the report.
+    it on one page), return the report. A checkpoint with a ``temperature`` (a calibrated
+    copy) is scored with its logits divided by it; ``calibrate`` fits a temperature on the
+    validation split and writes such a copy beside the checkpoint.
 
     ``tta`` ("flip", "flip-shift") averages each image's prediction over several views of it
     (test-time augmentation, ``evaluation.inference.views``); the report says so, since the
@@ -150,6 +159,8 @@ def evaluate_checkpoint(
     )  # fmt: skip
     model = load_model(checkpoint, device, fast_path)
     logits, labels = run_predictions(model, loader, transform, fast_path, device, tta)
+    temperature = checkpoint.get("temperature", 1.0)
+    logits = logits / temperature
     class_names = checkpoint["class_names"]
     report = {
         "checkpoint": str(ckpt_path),
@@ -161,8 +172,13 @@ def evaluate_checkpoint(
         "steps_into_next_epoch": steps_into_next_epoch(checkpoint),
         "tta": tta,
         "flip_tta": tta == "flip",
+        "temperature": temperature,
         **classification_metrics(logits, labels, class_names),
     }
+    if calibrate:
+        report["calibration"] = calibrate_checkpoint(
+            checkpoint, ckpt_path, logits, labels, report["split"]
+        )
     out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -198,4 +214,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"wrote {report['output_dir']}/metrics.json, {len(report['plots'])} plots and report.html"
     )
+    if "calibration" in report:
+        c = report["calibration"]
+        lines.append(
+            f"temperature {c['temperature']:.4f}: ECE {c['ece_before']:.4f} -> "
+            f"{c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}; "
+            f"wrote {c['checkpoint']}"
+        )
     return "\n".join(lines)

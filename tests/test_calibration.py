@@ -1,6 +1,7 @@
 """Calibration and classification metrics on small cases worked out by hand."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,13 @@ from evaluation.calibration import (
     fit_temperature,
     reliability_bins,
 )
+from evaluation.classifier import load_classifier
 from evaluation.metrics import classification_metrics
+from evaluation.report import evaluate_checkpoint
+from tests.conftest import tiny_config
+from training.trainer import fit
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
 
 
 def test_ece_of_a_hand_computed_case() -> None:
@@ -70,3 +77,29 @@ def test_temperature_undoes_overconfidence_and_keeps_predictions() -> None:
     assert summary["ece_after"] < summary["ece_before"] / 3
     assert summary["nll_after"] < summary["nll_before"]
     assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1))
+
+
+def test_calibrate_writes_a_copy_that_evaluation_and_prediction_apply(tmp_path: Path) -> None:
+    fit(tiny_config("smoke", tmp_path, "train.epochs=1"), tmp_path / "run")
+    path = tmp_path / "run" / "best.pt"
+    report = evaluate_checkpoint(
+        load_checkpoint(path), path, out_dir=tmp_path / "e", calibrate=True
+    )
+    calibration = report["calibration"]
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    copy = Path(calibration["checkpoint"])
+    assert (
+        copy.name == "best-calibrated.pt" and (tmp_path / "e" / "reliability_diagram.png").is_file()
+    )
+    calibrated = load_checkpoint(copy)
+    assert calibrated["temperature"] == pytest.approx(calibration["temperature"])
+    again = evaluate_checkpoint(calibrated, copy, out_dir=tmp_path / "e2")
+    assert again["loss"] == pytest.approx(calibration["nll_after"], rel=1e-5)
+    assert again["accuracy"] == report["accuracy"]  # a temperature never changes a prediction
+    assert again["ece"] == pytest.approx(calibration["ece_after"], rel=1e-5)
+    classifier = load_classifier(copy)
+    assert classifier.temperature == calibrated["temperature"]
+    with pytest.raises(UserError, match="validation split"):
+        evaluate_checkpoint(
+            load_checkpoint(path), path, split="test", out_dir=tmp_path / "t", calibrate=True
+        )
