@@ -33,6 +33,8 @@ DATA_ROOT_ENV = "RESNET18_DATA_ROOT"
 Loader = InMemoryLoader | StreamingLoader
 Images = ImageSet | FileSet  # decoded images, or files decoded batch by batch
 SYNTHETIC_TEST_SEED = 1
+IMAGENET_MEAN = [0.485, 0.456, 0.406]  # what ImageNet-pretrained weights were trained with
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -82,6 +84,8 @@ def create_data(
         mean, std = channel_stats(sample_images(train, side, cfg.skip_bad_images))
     else:
         mean, std = channel_stats(train.images)
+    if cfg.normalization == "imagenet":  # "auto" is settled before (training/finetune.py)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     input_side = cfg.image_size or train_loader.stored_side
     train_tf, eval_tf = make_transforms(cfg, mean, std, input_side, channels_last)
     return DataBundle(

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,6 +65,7 @@ class StepContext:
     skip_nonfinite: bool = False
     mixer: BatchMixer | None = None  # MixUp / CutMix
     ema: WeightAverage | None = None  # updated after every optimiser step
+    frozen_norms: list[nn.Module] = field(default_factory=list)  # kept in eval mode
     # given this rank's answer, True when the loss is finite on every rank, so that all ranks
     # skip or stop together
     all_finite: Callable[[bool], bool] = lambda finite: finite
@@ -83,7 +84,7 @@ def train_step(
     one wait per step, and a GPU runs the backward pass while the next batch is prepared.
     With MixUp/CutMix, correct predictions are counted against the images' own labels."""
     for group in ctx.optimizer.param_groups:
-        group["lr"] = ctx.schedule.lr(step)
+        group["lr"] = ctx.schedule.lr(step) * group.get("lr_mult", 1.0)
     mixed = ctx.mixer(inputs, labels, gen) if ctx.mixer is not None else None
     with ctx.autocast():
         if mixed is None:
@@ -179,6 +180,8 @@ def train_one_epoch(
     """
     hooks = hooks or EpochHooks()
     ctx.model.train()
+    for norm in ctx.frozen_norms:  # frozen stages keep their pretrained statistics
+        norm.eval()
     stats = stats or EpochStats()
     disable = None if hooks.progress else True
     bar = tqdm(

@@ -29,6 +29,11 @@ from training.distributed import (
 )
 from training.early_stopping import EarlyStopping
 from training.ema import WeightAverage
+from training.finetune import (
+    start_from_pretrained,
+    update_frozen_stages,
+    with_pretrained_defaults,
+)
 from training.interrupt import StopOnSignal, stopped_by_signal
 from training.loop import (
     EpochHooks,
@@ -65,6 +70,7 @@ def fit(
     ``checkpoint`` when given. ``stop_after_epochs`` ends this call early (resumable).
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
     # 1. Where to train, once; a resumed run must see the processes and data it trained with.
+    cfg = with_pretrained_defaults(cfg)
     dist = init_distributed(resolve_device(cfg.train.device))
     device = training_device(cfg.train, dist)
     if checkpoint is not None:
@@ -76,7 +82,10 @@ def fit(
     )
     if checkpoint is not None:
         check_same_data(checkpoint.get("data_fingerprint"), data.fingerprint, cfg.data.root)
-    model = create_model(**model_args(cfg.model, len(data.class_names))).to(device)
+    model = create_model(**model_args(cfg.model, len(data.class_names)))
+    if cfg.model.pretrained and checkpoint is None:  # a resumed run has its own weights
+        start_from_pretrained(model, cfg.model.pretrained, len(data.class_names), dist)
+    model = model.to(device)
     # 3. The fast path (precision, layout): a resumed run keeps its own, a new one measures.
     if checkpoint is not None:
         fast_path = recorded_fast_path(checkpoint).on(device)
@@ -130,6 +139,7 @@ def fit(
         while state.epoch < run.epochs and not state.stopped_early and fits_budget(run, state):
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
+            update_frozen_stages(run, state.epoch)
             stats, started = train_epoch(run, state, should_stop)
             if stats.interrupted:
                 if dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
@@ -139,7 +149,7 @@ def fit(
                 raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
             train_seconds = started.elapsed()
             scores = {"train": stats, **validate(run)}
-            last_lr = optimizer.param_groups[0]["lr"]
+            last_lr = run.ctx.schedule.lr(state.step + stats.steps - 1)
             row = epoch_row(dist, last_lr, state, scores, train_seconds, started.elapsed())
             if run.budget and run.budget.after_epoch(
                 row["epoch_time_s"], state.train_seconds, state.epoch
@@ -225,7 +235,7 @@ def train_epoch(
 
     def after_step(stats: EpochStats) -> None:
         if run.tensorboard:
-            lr = run.optimizer.param_groups[0]["lr"]
+            lr = run.ctx.schedule.lr(state.step + stats.steps - 1)
             run.tensorboard.step(state.step + stats.steps, stats.loss_sum, stats.seen, lr)
         spent = state.train_seconds + started.elapsed()
         if run.budget is not None and run.budget.after_step(stats.steps, spent):

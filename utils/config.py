@@ -20,6 +20,7 @@ from utils.errors import ConfigError
 
 _FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+FREEZABLE_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
 # Field metadata: "choices", or "low"/"high" bounds (``low_open``/``high_open`` exclude them),
@@ -55,6 +56,9 @@ class DataConfig:
     crop_padding: int = _range(0, 0, 64)  # random crop after padding by this much; 0: off
     crop_padding_mode: str = _choice("zeros", "reflect")  # what the crop's padding holds
     cutout: int = _range(0, 0, 1024)  # side of a square blanked per training image; 0: off
+    # mean/std: "dataset" from the training split, "imagenet" ImageNet's; auto: ImageNet's
+    # with model.pretrained: imagenet, else the data set's
+    normalization: str = _choice("auto", "dataset", "imagenet")
     download: bool = True
     loader: str = _choice("auto", "memory", "stream")  # auto: stream above memory_limit_gb
     memory_limit_gb: float = _range(4.0, 0.0)  # decoded size above which auto streams
@@ -71,6 +75,12 @@ class ModelConfig:
     stem: str = _choice("imagenet", "cifar")
     dropout: float = _range(0.0, 0.0, 1.0, high_open=True)
     zero_init_residual: bool = False
+    # start from weights: imagenet (torchvision's, downloaded and cached), a torchvision
+    # resnet18 state_dict file, or one of this repo's checkpoints; fc is re-made. null: none
+    pretrained: str | None = None
+    # stages to keep frozen (comma-separated: stem, layer1 ... layer4), weights and BatchNorm
+    # statistics, until train.unfreeze_epoch; null: none
+    freeze: str | None = None
 
 
 @dataclass
@@ -82,6 +92,7 @@ class OptimConfig:
     # weight decay of BatchNorm weights and of biases (torchvision's --norm-weight-decay);
     # null: weight_decay, as for every other parameter
     norm_weight_decay: float | None = _range(None, 0.0)
+    backbone_lr_mult: float = _range(1.0, 0.0, None, low_open=True)  # lr of all but fc, x lr
     scale_lr: bool = False  # multiply lr by the number of processes (linear scaling rule)
 
 
@@ -109,6 +120,7 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: int = _range(30, 1, resume_safe=True)  # more stretches the schedule
     label_smoothing: float = _range(0.0, 0.0, 1.0, high_open=True)
+    unfreeze_epoch: int | None = _range(None, 1)  # model.freeze stages train from this epoch
     # MixUp / CutMix: one mixing weight per batch from Beta(alpha, alpha); 0 turns one off, and
     # with both on each batch takes one of them at random
     mixup_alpha: float = _range(0.0, 0.0)
@@ -241,6 +253,15 @@ def _check_combinations(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: schedule.warmup_epochs: onecycle ramps the lr up by itself; set it to 0"
         )
+    stages = [name.strip() for name in (config.model.freeze or "").split(",") if name.strip()]
+    unknown = [name for name in stages if name not in FREEZABLE_STAGES]
+    if unknown:
+        raise ConfigError(
+            f"{source}: model.freeze: unknown stage {unknown[0]!r}; expected a comma-separated "
+            f"list of {', '.join(FREEZABLE_STAGES)}"
+        )
+    if config.train.unfreeze_epoch is not None and not stages:
+        raise ConfigError(f"{source}: train.unfreeze_epoch: needs model.freeze")
     if config.optim.nesterov and config.optim.momentum == 0:
         raise ConfigError(f"{source}: optim.nesterov: needs optim.momentum > 0")
 

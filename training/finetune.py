@@ -1,0 +1,49 @@
+"""Fine-tuning: start from a pretrained backbone, keep chosen stages frozen for a while."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import nn
+from tqdm import tqdm
+
+from models.pretrained import IMAGENET, IMAGENET_SIDE, load_backbone, pretrained_state_dict
+from training.distributed import Distributed
+from training.freeze import parse_stages, set_frozen
+from training.run import Run
+from utils.config import Config
+from utils.errors import ConfigError
+
+
+def with_pretrained_defaults(cfg: Config) -> Config:
+    """Settle what ``model.pretrained`` decides: with ImageNet weights the input side defaults
+    to theirs (224) and ``data.normalization: auto`` to ImageNet's mean and std; otherwise
+    auto means the training split's own. The resolved config is the one the run saves."""
+    imagenet = cfg.model.pretrained == IMAGENET
+    data = cfg.data
+    if data.normalization == "auto":
+        data = replace(data, normalization="imagenet" if imagenet else "dataset")
+    if imagenet and data.image_size is None:
+        data = replace(data, image_size=IMAGENET_SIDE)
+    return replace(cfg, data=data)
+
+
+def start_from_pretrained(
+    model: nn.Module, source: str, num_classes: int, dist: Distributed
+) -> None:
+    """Load a pretrained backbone; ``fc`` stays freshly made for ``num_classes``."""
+    load_backbone(model, pretrained_state_dict(source), source)
+    if dist.is_main:
+        tqdm.write(f"weights from {source}, all but fc, which is re-made for {num_classes} classes")
+
+
+def update_frozen_stages(run: Run, epochs_done: int) -> None:
+    """``model.freeze`` stages are frozen until ``train.unfreeze_epoch`` (1-based) begins."""
+    stages = parse_stages(run.cfg.model.freeze)
+    if stages and run.dist.enabled:  # DDP fixes the parameters that get gradients at start
+        raise ConfigError("model.freeze is for single-process runs; unset it under torchrun")
+    until = run.cfg.train.unfreeze_epoch
+    frozen = bool(stages) and (until is None or epochs_done + 1 < until)
+    run.ctx.frozen_norms = set_frozen(run.model, stages, frozen) if stages else []
+    if stages and not frozen and epochs_done + 1 == until and run.dist.is_main:
+        tqdm.write(f"epoch {until}: {', '.join(stages)} unfrozen")
