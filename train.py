@@ -9,16 +9,27 @@ python train.py --resume checkpoints/<run>          # continue a stopped run
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
-from data import resolve_data_root
-from training.distributed import shutdown_distributed
-from training.trainer import fit
-from utils.checkpoint import load_checkpoint, steps_into_next_epoch
-from utils.cli import run_cli
-from utils.config import Config, apply_override, config_from_dict, load_config, resume_safe_keys
-from utils.errors import UserError
+from utils.cli import interrupts_exit, run_cli
+
+with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
+    from data import resolve_data_root
+    from training.distributed import shutdown_distributed
+    from training.trainer import fit
+    from utils.checkpoint import load_checkpoint, restore_best, steps_into_next_epoch
+    from utils.config import (
+        Config,
+        apply_override,
+        config_from_dict,
+        load_config,
+        resume_safe_keys,
+    )
+    from utils.errors import CheckpointError, UserError
+    from utils.run_lock import claim_run_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,8 +64,9 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return ([f"data.root={root}"] if root else []) + args.set
 
 
-def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
-    path = Path(args.resume)
+def resume_path(name: str) -> Path:
+    """The last.pt a ``--resume`` names: a run directory's, or the file itself."""
+    path = Path(name)
     if path.is_dir():
         path = path / "last.pt"
     elif path.name == "best.pt":
@@ -62,6 +74,12 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
             f"{path} holds the best epoch's weights, not the run's latest state; resume from "
             f"{path.parent} (its last.pt)"
         )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    return path
+
+
+def resumed_config(args: argparse.Namespace, path: Path) -> tuple[Config, dict]:
     checkpoint = load_checkpoint(path)
     raw = checkpoint["config"]
     allowed = resume_safe_keys()
@@ -73,26 +91,50 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, Path, dict]:
                 f"or the model); keys that can: {', '.join(sorted(allowed))}"
             )
         apply_override(raw, assignment)
-    return config_from_dict(raw, f"{path} (stored config)"), path.parent, checkpoint
+    return config_from_dict(raw, f"{path} (stored config)"), checkpoint
 
 
-def main() -> None:
-    args = parse_args()
-    if args.resume:
-        cfg, run_dir, checkpoint = resumed_config(args)
-        epoch, steps = checkpoint["epoch"], steps_into_next_epoch(checkpoint)
-        within = f" and {steps} steps of epoch {epoch + 1}" if steps else ""
-        print(f"resuming {run_dir} after epoch {epoch}{within}")
-    else:
-        cfg, checkpoint = load_config(args.config, overrides(args)), None
-        name = args.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(cfg.output_dir) / name
-        if (run_dir / "last.pt").exists():
-            raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+def resume(args: argparse.Namespace, path: Path) -> tuple[Config, dict]:
+    """The stored config and checkpoint of the run to resume, with its best.pt as its record
+    says (``restore_best``)."""
+    cfg, checkpoint = resumed_config(args, path)
+    epoch, steps = checkpoint["epoch"], steps_into_next_epoch(checkpoint)
+    within = f" and {steps} steps of epoch {epoch + 1}" if steps else ""
+    print(f"resuming {path.parent} after epoch {epoch}{within}")
+    if note := restore_best(path, checkpoint):
+        print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
+    return cfg, checkpoint
+
+
+def new_run_dir(args: argparse.Namespace, cfg: Config) -> Path:
+    name = args.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.output_dir) / name
+
+
+def train(cfg: Config, run_dir: Path, checkpoint: dict | None) -> None:
     try:
         fit(cfg, run_dir, checkpoint)
     finally:
         shutdown_distributed()
+
+
+def main() -> None:
+    args = parse_args()
+    # The run directory is claimed before anything is read from it or written to it, and held
+    # until training ends: one training per directory (utils/run_lock.py).
+    if args.resume:
+        path = resume_path(args.resume)
+        with claim_run_dir(path.parent):
+            cfg, checkpoint = resume(args, path)
+            train(cfg, path.parent, checkpoint)
+        return
+    cfg = load_config(args.config, overrides(args))
+    run_dir = new_run_dir(args, cfg)
+    with claim_run_dir(run_dir):
+        if (run_dir / "last.pt").exists():
+            again = shlex.join(["--resume", str(run_dir)])
+            raise UserError(f"{run_dir} already holds a run; resume it with {again}")
+        train(cfg, run_dir, None)
 
 
 if __name__ == "__main__":

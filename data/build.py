@@ -22,10 +22,18 @@ from data.datasets import (
     folder_image_set,
     list_image_folder,
     synthetic_image_set,
+    synthetic_peak_bytes,
 )
 from data.loader import InMemoryLoader, StreamingLoader
 from data.split import check_same_data, data_fingerprint, split_indices
-from data.streaming import FileSet, decoded_bytes, first_image_size, folder_file_set, sample_images
+from data.streaming import (
+    FileSet,
+    decoded_bytes,
+    first_image_size,
+    folder_file_set,
+    readable,
+    sample_images,
+)
 from utils.config import DataConfig
 from utils.errors import DataError
 
@@ -72,6 +80,8 @@ def create_data(
     under data parallelism the loaders serve rank ``rank``'s shard."""
     stream = use_streaming(cfg)
     full, train, val, val_indices = split_sets(cfg, stream)
+    if isinstance(train, FileSet) and isinstance(val, FileSet):
+        train, val, val_indices = without_unreadable(cfg, train, val, val_indices)
     if len(train) < 2:
         raise DataError(f"{cfg.root}: BatchNorm needs at least 2 training images, got {len(train)}")
     if val.class_names != train.class_names:
@@ -92,6 +102,18 @@ def create_data(
         train_loader, val_loader, train_tf, eval_tf, train.class_names, mean, std, val_indices,
         data_fingerprint(full.labels), input_side,
     )  # fmt: skip
+
+
+def without_unreadable(
+    cfg: DataConfig, train: FileSet, val: FileSet, val_indices: Tensor | None
+) -> tuple[FileSet, FileSet, Tensor | None]:
+    """Streamed sets, checked before training (``readable``): every training file must open
+    and every validation file decode, else the run stops here naming one (not at the end of
+    its first epoch), or with ``data.skip_bad_images`` they are left out with a count. The
+    whole set is left as it is, so its fingerprint does not depend on the check."""
+    train = train.subset(readable(train, cfg.skip_bad_images, decode=False))
+    keep = readable(val, cfg.skip_bad_images, decode=True)
+    return train, val.subset(keep), None if val_indices is None else val_indices[keep]
 
 
 def create_eval_loader(
@@ -155,9 +177,36 @@ def read_split(cfg: DataConfig, split: str, stream: bool) -> Images | None:
         return None
     if cfg.dataset == "synthetic":
         seed = 0 if split == "train" else SYNTHETIC_TEST_SEED
-        return synthetic_image_set(cfg.synthetic_samples, cfg.synthetic_classes, seed=seed)
+        return synthetic_set(cfg, seed)
     path = Path(cfg.root).expanduser()
     return cifar_image_set(cfg.dataset, path, split == "train", cfg.download)
+
+
+def synthetic_set(cfg: DataConfig, seed: int) -> ImageSet:
+    """The synthetic set; one too large for this machine's memory is a DataError naming
+    ``data.synthetic_samples``, checked before allocating (an allocation the system grants but
+    cannot back ends in the out-of-memory killer, not in an error)."""
+    need = synthetic_peak_bytes(cfg.synthetic_samples)
+    too_big = DataError(
+        f"data.synthetic_samples={cfg.synthetic_samples}: generating that many images needs "
+        f"{need / 2**30:.1f} GiB, more than this machine can give; lower it"
+    )
+    if need > physical_memory_bytes():
+        raise too_big
+    try:
+        return synthetic_image_set(cfg.synthetic_samples, cfg.synthetic_classes, seed=seed)
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "allocate" not in str(err):
+            raise
+        raise too_big from None
+
+
+def physical_memory_bytes() -> int:
+    """The machine's memory; huge where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def split_sets(cfg: DataConfig, stream: bool) -> tuple[Images, Images, Images, Tensor | None]:

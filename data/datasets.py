@@ -11,7 +11,9 @@ import hashlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +22,20 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from data.image_files import IMAGE_EXTENSIONS, images_under
 from data.image_modes import to_rgb8
 from utils.errors import DataError
+from utils.safe_write import WriteError, atomic_write
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
-# What a damaged, truncated, oversized or colourless (``to_rgb8``) file raises as it decodes.
+# What a missing, damaged, truncated, oversized or colourless (``to_rgb8``) file raises as it
+# opens or decodes; a dangling symbolic link or a loop of them is an OSError too.
 DECODE_ERRORS = (
     UnidentifiedImageError,
     OSError,
     ValueError,
     Image.DecompressionBombError,
+    Image.DecompressionBombWarning,  # when warnings are errors
     DataError,
 )
 
@@ -70,6 +75,12 @@ def synthetic_image_set(
     return ImageSet(images, labels, names)
 
 
+def synthetic_peak_bytes(num_samples: int, size: int = 32) -> int:
+    """Memory ``synthetic_image_set`` takes at its peak: three float32 images per sample (the
+    noise, the patterns, their sum) beside the uint8 result."""
+    return num_samples * 3 * size * size * (3 * 4 + 1)
+
+
 def cifar_image_set(name: str, root: Path, train: bool, download: bool) -> ImageSet:
     """CIFAR-10/100 through torchvision, downloaded into ``root`` when absent."""
     from torchvision import datasets
@@ -93,21 +104,53 @@ def cifar_image_set(name: str, root: Path, train: bool, download: bool) -> Image
 
 
 def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Image files and labels of ``folder/<class>/*``; classes sorted by name."""
+    """Image files and labels of ``folder/<class>/...``; classes sorted by name.
+
+    Hidden entries (names starting with ".", such as ``.ipynb_checkpoints``) are left out at
+    every level; images in subfolders of a class folder belong to that class; a class folder
+    without images is an error naming it (it would be a class nothing teaches)."""
+
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
-    class_names = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    class_names = sorted(
+        d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+    )
     if not class_names:
         raise DataError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
-    files, labels = [], []
+    files: list[Path] = []
+    labels: list[int] = []
     for label, name in enumerate(class_names):
-        for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(path)
-                labels.append(label)
-    if not files:
-        raise DataError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+        found = images_under(folder / name)
+        if not found:
+            raise DataError(
+                f"class folder {folder / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add some or remove the folder"
+            )
+        files += found
+        labels += [label] * len(found)
     return files, labels, class_names
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)``, the one way this repo opens an image file: every way the file can
+    fail to be an image (missing, a dangling link or a loop of links, not an image, damaged,
+    over PIL's pixel limit), on opening or while the block decodes it, is a DataError naming
+    it, which ``data.skip_bad_images`` can then skip.
+
+    PIL refuses images over twice ``Image.MAX_IMAGE_PIXELS`` and only warns above it; here
+    the limit itself holds, so an image of 1.5 times the limit does not take its memory."""
+    try:
+        with Image.open(path) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise DataError(
+                    f"{image.width}x{image.height} pixels exceed PIL's limit of {limit} "
+                    "(PIL.Image.MAX_IMAGE_PIXELS)"
+                )
+            yield image
+    except DECODE_ERRORS as err:
+        raise DataError(f"cannot decode image {path}: {err}") from None
 
 
 def image_tensor(image: Image.Image) -> Tensor:
@@ -118,11 +161,8 @@ def image_tensor(image: Image.Image) -> Tensor:
 
 def decode_image_file(path: Path) -> Tensor:
     """(3, H, W) uint8; a file PIL cannot read, or one over its pixel limit, is a DataError."""
-    try:
-        with Image.open(path) as pil:
-            return image_tensor(pil)
-    except DECODE_ERRORS as err:
-        raise DataError(f"cannot decode image {path}: {err}") from None
+    with open_image(path) as pil:
+        return image_tensor(pil)
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:
@@ -143,12 +183,15 @@ def stored_side(width: int, height: int, image_size: int | None) -> tuple[int, i
     return width, height
 
 
-def _cache_key(files: list[Path], size: int | None, skip_bad: bool) -> str:
-    root = files[0].parent.parent
-    digest = hashlib.sha1(f"{root.resolve()}|{size}|{skip_bad}".encode())
+def _cache_key(folder: Path, files: list[Path], size: int | None, skip_bad: bool) -> str:
+    digest = hashlib.sha1(f"{folder.resolve()}|{size}|{skip_bad}".encode())
     for path in files:  # class folder and name: renaming or moving a file changes the key
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        try:
+            stat = path.stat()
+            signature = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:  # a dangling link, a loop of links: decoding names it
+            signature = "unreadable"
+        digest.update(f"{path.relative_to(folder)}|{signature}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -177,7 +220,7 @@ def folder_image_set(
     (required for mixed sizes) resizes them (short side, then centre crop), as streaming does.
     """
     files, labels, class_names = list_image_folder(folder)
-    key = _cache_key(files, size, skip_bad)
+    key = _cache_key(folder, files, size, skip_bad)
     cache = cache_dir / f"{folder.name}-{key}.pt" if cache_dir else None
     if cache is not None and (stored := _read_cache(cache)) is not None:
         return stored
@@ -219,8 +262,11 @@ def _read_cache(cache: Path) -> ImageSet | None:
 
 
 def _write_cache(image_set: ImageSet, cache: Path) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    """Keep the decoded set for the next run. The cache is optional: one that cannot be
+    written (a full disk, no permission) is a warning, and its temporary file never outlives
+    the write, also when interrupted (``atomic_write``)."""
     payload = {k: getattr(image_set, k) for k in ("images", "labels", "class_names")}
-    torch.save(payload, tmp)
-    os.replace(tmp, cache)
+    try:
+        atomic_write(cache, lambda file: torch.save(payload, file))
+    except WriteError as err:
+        warnings.warn(f"{err}; going on without the decode cache", stacklevel=2)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 
-from data.datasets import decode_image_file, list_image_folder, resize_square, stored_side
+from data.datasets import (
+    decode_image_file,
+    list_image_folder,
+    open_image,
+    resize_square,
+    stored_side,
+)
 from utils.errors import DataError
 
 
@@ -38,12 +45,44 @@ def first_image_size(files: list[Path], skip_bad: bool = False) -> tuple[int, in
     first readable one."""
     for path in files:
         try:
-            with Image.open(path) as image:
-                return image.size
-        except (OSError, ValueError) as err:
+            return image_size(path)
+        except DataError:
             if not skip_bad:
-                raise DataError(f"cannot read image {path}: {err}") from None
+                raise
     raise DataError(f"none of the {len(files)} images is readable")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header: opening checks it is an image within PIL's
+    pixel limit without decoding it."""
+    with open_image(path) as image:
+        return image.size
+
+
+def readable(file_set: FileSet, skip_bad: bool, decode: bool) -> Tensor:
+    """Positions in ``file_set`` of the files that open (with ``decode``: that decode), all
+    checked at once, before training. A bad file is a DataError naming it, or with
+    ``skip_bad`` is left out, with a count on stderr.
+
+    Opening reads a header, cheap enough for every file; decoding finds truncated files too
+    and is kept for validation files, decoded every epoch anyway."""
+    check = decode_image_file if decode else image_size
+
+    def failure(path: Path) -> DataError | None:
+        try:
+            check(path)
+        except DataError as err:
+            return err
+        return None
+
+    with ThreadPoolExecutor() as pool:  # mostly waiting on the disk
+        failures = list(pool.map(failure, file_set.files, chunksize=64))
+    bad = [err for err in failures if err is not None]
+    if bad and not skip_bad:
+        raise DataError(f"{bad[0]}; fix or remove it, or set data.skip_bad_images=true")
+    if bad:
+        print(f"skipping {len(bad)} unreadable images, e.g. {bad[0]}", file=sys.stderr)
+    return torch.tensor([i for i, err in enumerate(failures) if err is None], dtype=torch.long)
 
 
 def decoded_bytes(files: list[Path], image_size: int | None, skip_bad: bool = False) -> int:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from deploy.metadata import encode_properties, export_metadata, write_sidecar
 from models import create_model
-from utils.checkpoint import scored_weights
+from utils.checkpoint import load_state, scored_weights
 
 FORMATS = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
@@ -45,7 +45,7 @@ def reference_model(checkpoint: dict[str, Any], softmax: bool = False) -> nn.Mod
     """The checkpoint's model in eval mode on the CPU, its logits divided by the checkpoint's
     temperature when it has one, followed by a softmax if ``softmax``."""
     model = create_model(**checkpoint["model_args"])
-    model.load_state_dict(scored_weights(checkpoint))
+    load_state(model, checkpoint, "model", scored_weights(checkpoint))
     layers = [model]
     if checkpoint.get("temperature", 1.0) != 1.0:
         layers.append(DivideBy(checkpoint["temperature"]))

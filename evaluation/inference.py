@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from data.augment import BatchTransform
 from models import ResNet, apply_layout, create_model
-from utils.checkpoint import scored_weights
+from utils.checkpoint import load_state, scored_weights
 from utils.fast_path import FastPath
 
 Batches = Iterable[tuple[Tensor, Tensor]]
@@ -24,7 +24,7 @@ Batches = Iterable[tuple[Tensor, Tensor]]
 def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: FastPath) -> ResNet:
     """The checkpoint's model on ``device``, in the memory layout it trained in."""
     model = create_model(**checkpoint["model_args"])
-    model.load_state_dict(scored_weights(checkpoint))
+    load_state(model, checkpoint, "model", scored_weights(checkpoint))
     model = model.to(device).eval()
     if not fast_path.channels_last:
         return model

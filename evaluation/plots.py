@@ -14,10 +14,11 @@ import matplotlib.pyplot as plt
 from torch import Tensor
 
 from evaluation.calibration import ReliabilityBins
+from utils.safe_write import atomic_write
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
 

@@ -33,6 +33,7 @@ from utils.device import resolve_device
 from utils.errors import DataError
 from utils.fast_path import FastPath, recorded_fast_path
 from utils.run_log import read_history
+from utils.safe_write import write_text_atomic
 
 MISCLASSIFIED_SHOWN = 24
 
@@ -181,7 +182,7 @@ def evaluate_checkpoint(
         )
     out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     report["plots"] = [
         str(p)
         for p in write_plots(report, loader, logits, labels, class_names, ckpt_path.parent, out_dir)

@@ -35,6 +35,7 @@ def test_train_then_evaluate_bare_best_pt(smoke_run: Path) -> None:
         "per_class_accuracy.png",
         "misclassified.png",
         "training_curves.png",
+        "reliability_diagram.png",
     }
     assert report["flip_tta"] is False
 

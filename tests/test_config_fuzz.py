@@ -1,15 +1,18 @@
 """Property-based checks: any config, however wrong, is either valid or one clean ConfigError."""
 
 import dataclasses
+import tempfile
 import typing
+from pathlib import Path
 
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data import create_data
 from models import create_model
-from utils.config import Config, config_from_dict, config_to_dict
+from utils.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from utils.errors import ConfigError, DataError
 
 SECTIONS = {
@@ -19,11 +22,15 @@ SECTIONS = {
 }
 KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
+# what YAML reads as a string and the schema as a float: exponents that overflow among them
+float_literals = st.from_regex(r"[-+]?\d{1,3}(\.\d{0,2})?[eE][-+]?\d{1,4}", fullmatch=True)
 values = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(10**6), 10**6),
+    st.integers().map(lambda i: i * 10**400),  # beyond any float
     st.floats(allow_nan=True, allow_infinity=True),
+    float_literals,
     st.text(max_size=8),
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
@@ -61,6 +68,31 @@ def test_any_config_is_valid_or_a_clean_config_error(raw: dict) -> None:
         assert "\n" not in str(err)
         return
     assert config_from_dict(config_to_dict(cfg)) == cfg  # a valid result round-trips
+
+
+overrides = st.lists(
+    st.tuples(st.sampled_from(KEYS), st.one_of(float_literals, values.map(str))).map(
+        lambda item: f"{item[0][0]}.{item[0][1]}={item[1]}"
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated_configs(), overrides)
+def test_a_config_a_run_saves_always_loads_back(raw: dict, sets: list[str]) -> None:
+    """What ``load_config`` accepts, from a file and ``--set``, ``save_config`` writes beside
+    the run, and that file must load again as the same config (resume and evaluation read it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source, saved = Path(folder, "run.yaml"), Path(folder, "config.yaml")
+        source.write_text(yaml.safe_dump(raw))
+        try:
+            cfg = load_config(str(source), sets)
+        except ConfigError as err:
+            assert "\n" not in str(err)
+            return
+        save_config(cfg, saved)
+        assert load_config(str(saved)) == cfg
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

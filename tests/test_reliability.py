@@ -27,6 +27,7 @@ from training.run_state import RunState, restore_cuda_rng
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError, DataError, UserError
+from utils.safe_write import WriteError
 
 EXACT = ("early_stopping.patience=10",)
 
@@ -59,7 +60,7 @@ def test_failed_save_keeps_previous_checkpoint(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(utils.checkpoint.torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteError, match=r"last\.pt: No space left on device \(ENOSPC\)$"):
         save_checkpoint({"weights": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(3))

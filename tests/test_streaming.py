@@ -177,7 +177,7 @@ def test_an_unreadable_first_image_is_skipped_when_asked(tmp_path: Path) -> None
     root = make_folder(tmp_path)
     (root / "train" / "c0" / "0.png").write_text("not a png")
     base = ["data.dataset=imagefolder", f"data.root={root}"]
-    with pytest.raises(DataError, match=r"cannot read image .*0\.png"):
+    with pytest.raises(DataError, match=r"cannot decode image .*0\.png"):
         use_streaming(load_config("optimized.yaml", base).data)
     lenient = load_config("optimized.yaml", [*base, "data.skip_bad_images=true"]).data
     assert not use_streaming(lenient)

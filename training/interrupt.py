@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -72,6 +73,11 @@ def stopped_by_signal(
     )
     return TrainingInterruptedError(
         f"{name}: stopped at {where}; saved {run_dir / 'last.pt'}. "
-        f"Resume with: python train.py --resume {run_dir}",
+        f"Resume with: {resume_command(run_dir)}",
         signum,
     )
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes the run in ``run_dir``, quoted to paste back into a shell."""
+    return shlex.join(["python", "train.py", "--resume", str(run_dir)])

@@ -13,6 +13,7 @@ from data import DataBundle
 from training.budget import BudgetPlan, TimeBudget
 from training.distributed import Distributed
 from training.early_stopping import EarlyStopping
+from training.interrupt import resume_command
 from training.loop import StepContext
 from training.run_state import RunState, make_checkpoint
 from training.schedule import LrSchedule
@@ -20,6 +21,7 @@ from training.tensorboard import TensorBoardLog
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
 from utils.fast_path import FastPath
+from utils.safe_write import WriteError
 
 
 @dataclass
@@ -45,7 +47,10 @@ class Run:
         return self.budget.plan.planned_epochs if self.budget else self.cfg.train.epochs
 
     def save(self, state: RunState, improved: bool = False) -> None:
-        """Write last.pt (and best.pt when ``improved``); only rank 0 writes."""
+        """Write best.pt when ``improved``, then last.pt; only rank 0 writes.
+
+        best.pt goes first so that last.pt, which a resume reads, never records a best epoch
+        whose file is not there. A failed write stops the run with what is kept on disk."""
         if self.budget is not None:
             state.budget = self.budget.state_dict()
         if not self.dist.is_main:
@@ -54,9 +59,15 @@ class Run:
             self.cfg, self.data, self.model, self.optimizer, self.stopper, state,
             self.fast_path, self.ctx.scaler, self.ctx.ema,
         )  # fmt: skip
-        save_checkpoint(payload, self.run_dir / "last.pt")
-        if improved:
-            save_checkpoint(payload, self.run_dir / "best.pt")
+        try:
+            if improved:
+                save_checkpoint(payload, self.run_dir / "best.pt")
+            save_checkpoint(payload, self.run_dir / "last.pt")
+        except WriteError as err:
+            kept = "no checkpoint was written yet"
+            if (self.run_dir / "last.pt").is_file():
+                kept = f"the previous files are kept; resume with: {resume_command(self.run_dir)}"
+            raise WriteError(f"{err}; {kept}") from None
 
 
 def time_budget(cfg: Config, data: DataBundle, state: RunState) -> TimeBudget | None:

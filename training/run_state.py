@@ -17,7 +17,7 @@ from data import DataBundle
 from models import model_args
 from training.early_stopping import EarlyStopping
 from training.ema import WeightAverage
-from utils.checkpoint import FORMAT_VERSION
+from utils.checkpoint import FORMAT_VERSION, load_state, reading
 from utils.config import Config, config_to_dict
 from utils.fast_path import FastPath
 
@@ -86,17 +86,22 @@ def restore(
     scaler: torch.amp.GradScaler | None = None,
     ema: WeightAverage | None = None,
 ) -> RunState:
-    """Load a checkpoint's states into the live objects and return the run's progress."""
-    model.load_state_dict(checkpoint["model"])
+    """Load a checkpoint's states into the live objects and return the run's progress; a part
+    that does not fit them (an edited file) is one CheckpointError naming the file and part."""
+    load_state(model, checkpoint, "model")
     if ema is not None:
-        ema.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+        load_state(ema, checkpoint, "ema")
+    load_state(optimizer, checkpoint, "optimizer")
     if scaler is not None and checkpoint.get("grad_scaler"):  # fp16: keep the loss scale
-        scaler.load_state_dict(checkpoint["grad_scaler"])
-    stopper.load_state_dict(checkpoint["early_stopping"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    restore_cuda_rng(checkpoint["rng"].get("cuda"), next(model.parameters()).device)
-    return RunState(epoch=checkpoint["epoch"], step=checkpoint["step"], **checkpoint["run_state"])
+        load_state(scaler, checkpoint, "grad_scaler")
+    load_state(stopper, checkpoint, "early_stopping")
+    with reading(checkpoint, "rng"):
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        restore_cuda_rng(checkpoint["rng"].get("cuda"), next(model.parameters()).device)
+    with reading(checkpoint, "run_state"):
+        return RunState(
+            epoch=checkpoint["epoch"], step=checkpoint["step"], **checkpoint["run_state"]
+        )
 
 
 def restore_cuda_rng(saved: Tensor | list[Tensor] | None, device: torch.device) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -98,5 +99,5 @@ def write_summary(
         f"best epoch {state.best_epoch}: val loss {state.best_val_loss:.4f}, "
         f"val acc {state.best_val_acc:.4f}\n"
         f"checkpoints: {run_dir / 'best.pt'} (best val loss), {run_dir / 'last.pt'}\n"
-        f"evaluate: python evaluate.py --ckpt {run_dir / 'best.pt'}"
+        f"evaluate: {shlex.join(['python', 'evaluate.py', '--ckpt', str(run_dir / 'best.pt')])}"
     )

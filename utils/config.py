@@ -2,6 +2,7 @@
 
 Every value, whether from a YAML file or a ``--set key=value`` override, goes through the same
 check, and a mistake is reported as one line naming the file, the key and what was expected.
+Numbers must be finite, and a key may be given only once in a mapping.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from utils.errors import ConfigError
+from utils.safe_write import write_text_atomic
 
 _FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -194,17 +196,40 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     for kind in allowed:
         if kind is bool and isinstance(value, bool):
             return value
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-            return float(value)
         if kind is str and isinstance(value, str):
             return value
-        if kind is float and isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if kind in (int, float) and _is_number(value, kind):
+            return _checked_number(value, kind, where)
     raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """Whether ``value`` can be a ``kind``: an int for an int; an int, a float or a float
+    literal such as 1e-4 for a float (YAML 1.1 reads an exponent without a dot as a string)."""
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) or (
+        isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value) is not None
+    )
+
+
+def _checked_number(value: Any, kind: type, where: str) -> int | float:
+    """``value`` as a ``kind``, refused unless it is finite: ``1e999`` reads as infinity and a
+    huge integer overflows a float, so neither may reach a schedule or a saved config. Integers
+    must fit in 64 bits, as torch's do."""
+    if kind is int:
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{where}: expected an integer of at most 64 bits, got {value!r}")
+        return value
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
@@ -281,12 +306,46 @@ def resolve_config_path(name: str) -> Path:
     raise ConfigError(f"config file {name!r} not found; available in configs/: {available}")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one mapping."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (tags such as ``!!python/object`` are rejected) that also refuses a
+    key given twice in one mapping, where PyYAML would silently keep the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with << may be overridden
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                line = key_node.start_mark.line + 1
+                raise DuplicateKeyError(f"line {line}: duplicate key {key!r}")
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as plain data, with ``UniqueKeyLoader`` (a SafeLoader)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``: tags such as ``!!python/object`` are rejected."""
+    """Read a YAML mapping with ``UniqueKeyLoader``: no tags that build objects, no key twice."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text())
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (it is not UTF-8)") from None
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}; give each key once") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if raw is None:
@@ -302,7 +361,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"override {assignment!r}: expected the form section.key=value")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"override {assignment!r}: {err}") from None
     except yaml.YAMLError:
         raise ConfigError(f"override {assignment!r}: the value is not valid YAML") from None
     *parents, leaf = key.strip().split(".")
@@ -331,5 +392,5 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: Path) -> None:
-    """Write the resolved config as YAML beside a run."""
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML beside a run (atomically; it always loads back)."""
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

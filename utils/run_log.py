@@ -1,13 +1,18 @@
-"""Per-epoch metrics written beside a run as CSV and JSON."""
+"""Per-epoch metrics written beside a run as CSV and JSON.
+
+Written with ``write_text_atomic`` (``utils/safe_write.py``): a kill leaves the old file or the
+new one, and a failed write (a full disk) keeps the old one and is one ``WriteError``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from utils.safe_write import write_text_atomic
 
 METRIC_FIELDS = (
     "epoch",
@@ -20,13 +25,6 @@ METRIC_FIELDS = (
     "images_per_s",
     "skipped_steps",
 )
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a kill leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_history(history: list[dict[str, Any]], run_dir: Path) -> None:
