@@ -8,8 +8,6 @@ Numbers must be finite, and a key may be given only once in a mapping.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,11 @@ from typing import Any
 
 import yaml
 
+from utils.config_check import build_checked
 from utils.errors import ConfigError
 from utils.safe_write import write_text_atomic
+from utils.yaml_file import DuplicateKeyError, parse_yaml, read_yaml
 
-_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREEZABLE_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
@@ -176,102 +175,6 @@ def resume_safe_keys(cls: type = Config, prefix: str = "") -> set[str]:
     return keys
 
 
-def _describe(hint: Any) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        str: "a string",
-    }
-    args = typing.get_args(hint)
-    if args:
-        return " or ".join("null" if a is type(None) else names[a] for a in args)
-    return names[hint]
-
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    allowed = typing.get_args(hint) or (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind is str and isinstance(value, str):
-            return value
-        if kind in (int, float) and _is_number(value, kind):
-            return _checked_number(value, kind, where)
-    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-
-
-def _is_number(value: Any, kind: type) -> bool:
-    """Whether ``value`` can be a ``kind``: an int for an int; an int, a float or a float
-    literal such as 1e-4 for a float (YAML 1.1 reads an exponent without a dot as a string)."""
-    if isinstance(value, bool):
-        return False
-    if kind is int:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) or (
-        isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value) is not None
-    )
-
-
-def _checked_number(value: Any, kind: type, where: str) -> int | float:
-    """``value`` as a ``kind``, refused unless it is finite: ``1e999`` reads as infinity and a
-    huge integer overflows a float, so neither may reach a schedule or a saved config. Integers
-    must fit in 64 bits, as torch's do."""
-    if kind is int:
-        if not -(2**63) <= value < 2**63:
-            raise ConfigError(f"{where}: expected an integer of at most 64 bits, got {value!r}")
-        return value
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    return number
-
-
-def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    if value is None:
-        return
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{where}: expected one of {list(meta['choices'])}, got {value!r}")
-    low, high = meta.get("low"), meta.get("high")
-    low_open, high_open = meta.get("low_open", False), meta.get("high_open", False)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        if low is not None and high is not None:
-            span = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        elif low is not None:
-            span = f"{'>' if low_open else '>='} {low}"
-        else:
-            span = f"{'<' if high_open else '<='} {high}"
-        raise ConfigError(f"{where}: expected a value {span}, got {value!r}")
-
-
-def _build(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys, bad types and values."""
-    if not isinstance(raw, dict):
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for name, value in raw.items():
-        # keys read from YAML can be anything: quote the odd ones so a message stays one line
-        key = prefix + (name if isinstance(name, str) and name.isidentifier() else repr(name))
-        if name not in fields:
-            raise ConfigError(f"{source}: {key}: unknown key; expected one of {sorted(fields)}")
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], value, source, key + ".")
-        else:
-            values[name] = _check_type(value, hints[name], f"{source}: {key}")
-            _check_bounds(values[name], fields[name].metadata, f"{source}: {key}")
-    return cls(**values)
-
-
 def _check_combinations(config: Config, source: str) -> None:
     """Settings that are valid alone but not together."""
     if config.schedule.name == "onecycle" and config.schedule.warmup_epochs > 0:
@@ -293,7 +196,7 @@ def _check_combinations(config: Config, source: str) -> None:
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Validate a plain mapping into a ``Config``; ``source`` names it in error messages."""
-    return _build(Config, raw, source)
+    return build_checked(Config, raw, source)
 
 
 def resolve_config_path(name: str) -> Path:
@@ -304,55 +207,6 @@ def resolve_config_path(name: str) -> Path:
             return path
     available = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
     raise ConfigError(f"config file {name!r} not found; available in configs/: {available}")
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    """A key given twice in one mapping."""
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (tags such as ``!!python/object`` are rejected) that also refuses a
-    key given twice in one mapping, where PyYAML would silently keep the last."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # keys merged in with << may be overridden
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if duplicate:
-                line = key_node.start_mark.line + 1
-                raise DuplicateKeyError(f"line {line}: duplicate key {key!r}")
-        return super().construct_mapping(node, deep)
-
-
-def parse_yaml(text: str) -> Any:
-    """YAML text as plain data, with ``UniqueKeyLoader`` (a SafeLoader)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``UniqueKeyLoader``: no tags that build objects, no key twice."""
-    try:
-        raw = parse_yaml(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (it is not UTF-8)") from None
-    except DuplicateKeyError as err:
-        raise ConfigError(f"{path}: {err}; give each key once") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    return raw
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
