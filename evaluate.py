@@ -18,18 +18,14 @@ from evaluation.inference import TTA_MODES
 from evaluation.report import evaluate_checkpoint, format_report
 from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
 from utils.cli import run_cli
+from utils.cli_args import add_checkpoint_args, add_tta_args
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--ckpt",
-        required=True,
-        help="a checkpoint path, a run directory, or a bare name (best.pt, "
-        "last.pt) meaning that file in the newest run",
-    )
+    add_checkpoint_args(parser)
     parser.add_argument(
         "--split",
         choices=("val", "test", "train"),
@@ -51,28 +47,12 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         help="where to write metrics.json and plots (default: <run>/eval-<split>)",
     )
-    parser.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default="none",
-        help="test-time augmentation: flip averages each prediction with the mirror image's; "
-        "flip-shift adds one-pixel shifts (default: none)",
-    )
-    parser.add_argument(
-        "--flip-tta", dest="tta", action="store_const", const="flip", help="the same as --tta flip"
-    )
+    add_tta_args(parser, TTA_MODES)
     parser.add_argument(
         "--calibrate",
         action="store_true",
         help="fit a temperature on the validation split and write <ckpt>-calibrated.pt, "
         "which evaluate.py, predict.py and export.py apply",
-    )
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("checkpoints"),
-        help="where bare checkpoint names are looked up (default: checkpoints)",
     )
     return parser.parse_args()
 

@@ -25,25 +25,14 @@ from deploy.metadata import sidecar_path
 from deploy.verify import TOLERANCE, max_abs_difference, sample_images
 from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
 from utils.cli import run_cli
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
-    return value
+from utils.cli_args import add_checkpoint_args, whole_number_at_least
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--ckpt",
-        required=True,
-        help="a checkpoint path, a run directory, or a bare name (best.pt, "
-        "last.pt) meaning that file in the newest run",
-    )
+    add_checkpoint_args(parser, device=False)
     parser.add_argument("--format", required=True, choices=FORMATS, help="the file to write")
     parser.add_argument(
         "--output", type=Path, help="where to write it (default: beside the checkpoint)"
@@ -61,15 +50,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--check-count",
-        type=non_negative_int,
+        type=whole_number_at_least(0),
         default=100,
         help="images to check the export on; 0 skips the check (default: 100)",
-    )
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("checkpoints"),
-        help="where bare checkpoint names are looked up (default: checkpoints)",
     )
     args = parser.parse_args()
     if args.softmax and args.format == "safetensors":

@@ -26,14 +26,8 @@ from evaluation.prediction_output import (
     write_predictions,
 )
 from utils.cli import run_cli
+from utils.cli_args import add_checkpoint_args, add_tta_args, whole_number_at_least
 from utils.errors import DataError
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
-    return value
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,42 +40,24 @@ def parse_args() -> argparse.Namespace:
         metavar="PATH",
         help="an image file, a folder (searched recursively, hidden entries left out) or a glob",
     )
+    add_checkpoint_args(parser)
     parser.add_argument(
-        "--ckpt",
-        required=True,
-        help="a checkpoint path, a run directory, or a bare name (best.pt, "
-        "last.pt) meaning that file in the newest run",
-    )
-    parser.add_argument(
-        "--top-k", type=positive_int, default=3, help="classes shown per image (default: 3)"
+        "--top-k",
+        type=whole_number_at_least(1),
+        default=3,
+        help="classes shown per image (default: 3)",
     )
     parser.add_argument(
         "--output",
         type=Path,
         help="also write every image's prediction and class probabilities to this .csv or .json",
     )
-    parser.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default="none",
-        help="test-time augmentation: flip averages each prediction with the mirror image's; "
-        "flip-shift adds one-pixel shifts (default: none)",
-    )
-    parser.add_argument(
-        "--flip-tta", dest="tta", action="store_const", const="flip", help="the same as --tta flip"
-    )
+    add_tta_args(parser, TTA_MODES)
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=whole_number_at_least(1),
         default=DEFAULT_BATCH_SIZE,
         help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})",
-    )
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("checkpoints"),
-        help="where bare checkpoint names are looked up (default: checkpoints)",
     )
     args = parser.parse_args()
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
