@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data import resolve_data_root
-from evaluation.inference import TTA_MODES
-from evaluation.report import evaluate_checkpoint, format_report
-from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
-from utils.cli import run_cli
-from utils.cli_args import add_checkpoint_args, add_tta_args
+from utils.cli import interrupts_exit, run_cli
+
+with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
+    from data import resolve_data_root
+    from evaluation.inference import TTA_MODES
+    from evaluation.report import evaluate_checkpoint, format_report
+    from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from utils.cli_args import add_checkpoint_args, add_tta_args
 
 
 def parse_args() -> argparse.Namespace:

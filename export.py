@@ -17,15 +17,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deploy.errors import ExportError
-from deploy.export import FORMATS, default_output, export_checkpoint
-from deploy.extras import require_extras
-from deploy.load import load_exported
-from deploy.metadata import sidecar_path
-from deploy.verify import TOLERANCE, max_abs_difference, sample_images
-from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
-from utils.cli import run_cli
-from utils.cli_args import add_checkpoint_args, whole_number_at_least
+from utils.cli import interrupts_exit, run_cli
+
+with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
+    from deploy.errors import ExportError
+    from deploy.export import FORMATS, default_output, export_checkpoint
+    from deploy.extras import require_extras
+    from deploy.load import load_exported
+    from deploy.metadata import sidecar_path
+    from deploy.verify import TOLERANCE, max_abs_difference, sample_images
+    from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from utils.cli_args import add_checkpoint_args, whole_number_at_least
 
 
 def parse_args() -> argparse.Namespace:

@@ -16,18 +16,20 @@ import sys
 import time
 from pathlib import Path
 
-from data.image_files import find_images
-from evaluation.classifier import DEFAULT_BATCH_SIZE, load_classifier
-from evaluation.inference import TTA_MODES
-from evaluation.prediction_output import (
-    OUTPUT_SUFFIXES,
-    format_table,
-    prediction_rows,
-    write_predictions,
-)
-from utils.cli import run_cli
-from utils.cli_args import add_checkpoint_args, add_tta_args, whole_number_at_least
-from utils.errors import DataError
+from utils.cli import interrupts_exit, run_cli
+
+with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
+    from data.image_files import find_images
+    from evaluation.classifier import DEFAULT_BATCH_SIZE, load_classifier
+    from evaluation.inference import TTA_MODES
+    from evaluation.prediction_output import (
+        OUTPUT_SUFFIXES,
+        format_table,
+        prediction_rows,
+        write_predictions,
+    )
+    from utils.cli_args import add_checkpoint_args, add_tta_args, whole_number_at_least
+    from utils.errors import DataError
 
 
 def parse_args() -> argparse.Namespace:

@@ -306,7 +306,7 @@ def test_an_interrupted_cache_write_leaves_no_temporary_file(
 # --- Ctrl-C while imports load, printed commands ---------------------------------------------
 
 
-@pytest.mark.parametrize("script", ["train.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "export.py"])
 def test_ctrl_c_while_the_imports_load_exits_130_without_a_traceback(
     tmp_path: Path, script: str
 ) -> None:
