@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from models.pretrained import IMAGENET, IMAGENET_SIDE, load_backbone, pretrained_state_dict
 from training.distributed import Distributed
-from training.freeze import parse_stages, set_frozen
+from training.freeze import set_frozen
 from training.run import Run
 from utils.config import Config
 from utils.errors import ConfigError
@@ -39,7 +39,7 @@ def start_from_pretrained(
 
 def update_frozen_stages(run: Run, epochs_done: int) -> None:
     """``model.freeze`` stages are frozen until ``train.unfreeze_epoch`` (1-based) begins."""
-    stages = parse_stages(run.cfg.model.freeze)
+    stages = run.cfg.model.frozen_stages
     if stages and run.dist.enabled:  # DDP fixes the parameters that get gradients at start
         raise ConfigError("model.freeze is for single-process runs; unset it under torchrun")
     until = run.cfg.train.unfreeze_epoch

@@ -10,11 +10,6 @@ from __future__ import annotations
 from torch import nn
 
 
-def parse_stages(text: str | None) -> list[str]:
-    """``"stem,layer1"`` -> ["stem", "layer1"]; the names are checked by the config."""
-    return [name.strip() for name in (text or "").split(",") if name.strip()]
-
-
 def stage_modules(model: nn.Module, stages: list[str]) -> list[nn.Module]:
     modules: list[nn.Module] = []
     for name in stages:

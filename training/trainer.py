@@ -97,6 +97,7 @@ def fit(
     # 4. Optimiser, schedule, loss, early stopping.
     lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
     optimizer = build_optimizer(model, cfg.optim, lr)
+    mixer = BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha)
     ctx = StepContext(
         model=train_module,
         optimizer=optimizer,
@@ -105,12 +106,10 @@ def fit(
         autocast=fast_path.autocast(device),
         scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
-        mixer=BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha),
+        mixer=mixer if mixer.enabled else None,
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
         all_finite=lambda finite: not dist.any(not finite),
     )
-    if not ctx.mixer.enabled:
-        ctx.mixer = None
     stopper = EarlyStopping(**vars(cfg.early_stopping))
     run = Run(cfg, run_dir, dist, device, fast_path, data, model, optimizer, stopper, ctx)
     state = RunState(world_size=dist.world_size)
@@ -123,7 +122,8 @@ def fit(
             state.step + (state.partial_epoch or {}).get("steps", 0) if checkpoint else None
         )
         run.tensorboard = TensorBoardLog(run_dir, cfg.train.tensorboard, resumed_at)
-    relay_schedule(run)
+    if run.budget is not None:  # a resumed budget may have planned fewer epochs
+        relay_schedule(run)
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = f"{describe_hardware(device)} x{dist.world_size}"

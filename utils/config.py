@@ -83,6 +83,11 @@ class ModelConfig:
     # statistics, until train.unfreeze_epoch; null: none
     freeze: str | None = None
 
+    @property
+    def frozen_stages(self) -> list[str]:
+        """``freeze`` as a list: "stem,layer1" -> ["stem", "layer1"]."""
+        return [name.strip() for name in (self.freeze or "").split(",") if name.strip()]
+
 
 @dataclass
 class OptimConfig:
@@ -181,7 +186,7 @@ def _check_combinations(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: schedule.warmup_epochs: onecycle ramps the lr up by itself; set it to 0"
         )
-    stages = [name.strip() for name in (config.model.freeze or "").split(",") if name.strip()]
+    stages = config.model.frozen_stages
     unknown = [name for name in stages if name not in FREEZABLE_STAGES]
     if unknown:
         raise ConfigError(
