@@ -17,10 +17,10 @@ from utils.cli import interrupts_exit, run_cli
 
 with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
     from data import resolve_data_root
-    from evaluation.inference import TTA_MODES
     from evaluation.report import evaluate_checkpoint, format_report
     from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
     from utils.cli_args import add_checkpoint_args, add_tta_args
+from utils.run_log import EVAL_SPLITS, TTA_MODES
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args() -> argparse.Namespace:
     add_checkpoint_args(parser)
     parser.add_argument(
         "--split",
-        choices=("val", "test", "train"),
+        choices=EVAL_SPLITS,
         default="val",
         help="which split of the training data set (default: val)",
     )
@@ -47,7 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--output-dir",
         type=Path,
-        help="where to write metrics.json and plots (default: <run>/eval-<split>)",
+        help="where to write metrics.json and plots "
+        "(default: <run>/eval-<split>, or <run>/eval-<split>-<tta> with --tta)",
     )
     add_tta_args(parser, TTA_MODES)
     parser.add_argument(

@@ -21,7 +21,6 @@ from utils.cli import interrupts_exit, run_cli
 with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
     from data.image_files import find_images
     from evaluation.classifier import DEFAULT_BATCH_SIZE, load_classifier
-    from evaluation.inference import TTA_MODES
     from evaluation.prediction_output import (
         OUTPUT_SUFFIXES,
         format_table,
@@ -30,6 +29,7 @@ with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
     )
     from utils.cli_args import add_checkpoint_args, add_tta_args, whole_number_at_least
     from utils.errors import DataError
+    from utils.run_log import TTA_MODES
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,6 +5,11 @@ group is reported as mean ± standard deviation over its runs. A group named aft
 plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: its row also
 gives the change in val acc and val loss against that parent, which makes an ablation table.
 
+A run scored on the test split (``evaluate.py --split test``, or the sweep's ``--evaluate
+test``) adds test columns: ``<run>/eval-test/metrics.json``, and ``eval-test-<tta>`` for each
+test-time augmentation it was scored with. Only the kept ``best.pt`` (the epoch chosen on
+validation) counts; a test score of any other checkpoint is an error.
+
 Groups whose runs are no longer at hand can join from an earlier results JSON (``reference``):
 their rows enter the table and the changes, marked as such, but not the plots. A group that has
 runs here is measured from them alone, replacing its reference row. The reference may be the
@@ -27,8 +32,9 @@ import matplotlib.pyplot as plt
 import yaml
 
 from evaluation.html_report import write_comparison_report
+from evaluation.results_table import footnotes, markdown_table, table_cells
 from utils.errors import UserError
-from utils.run_log import read_history
+from utils.run_log import TTA_MODES, eval_folder, read_history
 
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -46,6 +52,7 @@ class RunResult:
     seed: int
     summary: dict[str, Any]
     history: list[dict[str, Any]]
+    test: dict[str, dict[str, float]]  # TTA mode -> the test split's accuracy and loss
 
     @property
     def median_epoch_s(self) -> float:
@@ -73,7 +80,30 @@ def load_run(run_dir: Path) -> RunResult:
         raise UserError(f"{run_dir}/summary.json lacks {', '.join(missing)}")
     if missing := sorted({key for row in history for key in HISTORY_KEYS if key not in row}):
         raise UserError(f"{run_dir}/metrics.json lacks {', '.join(missing)}")
-    return RunResult(run_dir, group, seed, summary, history)
+    return RunResult(run_dir, group, seed, summary, history, test_scores(run_dir, summary))
+
+
+def test_scores(run_dir: Path, summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The run's test-split accuracy and loss for each TTA mode it was scored with, checked to
+    be those of its kept best epoch."""
+    scores = {}
+    for tta in TTA_MODES:
+        path = run_dir / eval_folder("test", tta) / "metrics.json"
+        if not path.is_file():
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+            scored = (Path(metrics["checkpoint"]).name, metrics["epoch"])
+            scores[tta] = {"acc": metrics["accuracy"], "loss": metrics["loss"]}
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+        if scored != ("best.pt", summary["best_epoch"]):
+            raise UserError(
+                f"{path} scores {scored[0]} at epoch {scored[1]}, not the kept best.pt of epoch "
+                f"{summary['best_epoch']}: score best.pt (python evaluate.py --ckpt "
+                f"{run_dir / 'best.pt'} --split test)"
+            )
+    return scores
 
 
 def _distinct(values: Iterable[str]) -> str:
@@ -115,12 +145,31 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "hardware": _distinct(m.summary["hardware"].removesuffix(" x1") for m in members),
                 "precision": _distinct(m.summary.get("precision", "") for m in members),
                 "runs": [str(m.run_dir) for m in members],
+                **group_test_scores(members),
             }
         )
     return rows
 
 
-DERIVED_KEYS = ("vs", "delta_val_acc", "delta_val_loss")
+def group_test_scores(members: list[RunResult]) -> dict[str, Any]:
+    """``test``: for each TTA mode that every run of the group was scored with, its test
+    accuracy (%) and loss as mean and std; nothing when some run lacks a test score."""
+    test = {}
+    for tta in TTA_MODES:
+        if not all(tta in m.test for m in members):
+            continue
+        acc = _mean_std([100 * m.test[tta]["acc"] for m in members])
+        loss = _mean_std([m.test[tta]["loss"] for m in members])
+        test[tta] = {
+            "acc_mean": round(acc[0], 2),
+            "acc_std": round(acc[1], 2),
+            "loss_mean": round(loss[0], 4),
+            "loss_std": round(loss[1], 4),
+        }
+    return {"test": test} if test else {}
+
+
+DERIVED_KEYS = ("vs", "delta_val_acc", "delta_val_loss", "delta_test_acc")
 ROW_KEYS = {  # what a reference row needs for the table
     "group", "seeds", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std",
     "max_val_acc_mean", "max_val_acc_std", "best_epoch", "epochs_run", "median_epoch_s",
@@ -176,74 +225,9 @@ def add_deltas(rows: list[dict[str, Any]]) -> None:
         row["vs"] = parent
         row["delta_val_acc"] = round(row["val_acc_mean"] - by_group[parent]["val_acc_mean"], 2)
         row["delta_val_loss"] = round(row["val_loss_mean"] - by_group[parent]["val_loss_mean"], 4)
-
-
-TABLE_HEADER = [
-    "run", "seeds", "val acc (%)", "val loss", "best epoch", "max val acc (%)", "epochs run",
-    "median epoch (s)", "wall time (min)",
-]  # fmt: skip
-
-
-def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The results table as text cells, the header first: what the markdown and the HTML show.
-
-    Val acc and loss are those of the best-val-loss epoch (the kept ``best.pt``); max val acc is
-    the highest accuracy of any epoch, for comparison with figures reported that way."""
-    with_deltas = any("vs" in r for r in rows)
-    cells = [TABLE_HEADER + (["change in val acc / loss"] if with_deltas else [])]
-    for r in rows:
-        spread = len(r["seeds"]) > 1
-        acc = f"{r['val_acc_mean']:.2f}" + (f" ± {r['val_acc_std']:.2f}" if spread else "")
-        peak = f"{r['max_val_acc_mean']:.2f}" + (f" ± {r['max_val_acc_std']:.2f}" if spread else "")
-        loss = f"{r['val_loss_mean']:.4f}" + (f" ± {r['val_loss_std']:.4f}" if spread else "")
-        cells.append(
-            [
-                r["group"] + (" †" if "from" in r else ""),
-                ", ".join(map(str, r["seeds"])),
-                acc,
-                loss,
-                ", ".join(map(str, r["best_epoch"])),
-                peak,
-                ", ".join(map(str, r["epochs_run"])),
-                str(r["median_epoch_s"]),
-                str(r["wall_time_min"]),
-            ]
-            + ([_change(r)] if with_deltas else [])
-        )
-    return cells
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results table (see ``table_cells``) in markdown, with its footnotes."""
-    header, *body = table_cells(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n\n" + footnotes(rows)
-
-
-def footnotes(rows: list[dict[str, Any]]) -> str:
-    """Which machine and precision each row ran with (all rows, when they share one), and
-    where the reference rows come from."""
-    setups: dict[str, list[str]] = {}
-    for r in rows:
-        setup = r["hardware"] + (f", {r['precision']}" if r.get("precision") else "")
-        setups.setdefault(setup, []).append(r["group"])
-    if len(setups) == 1:
-        lines = [f"Hardware: {next(iter(setups))}"]
-    else:
-        lines = [f"Hardware: {setup} ({', '.join(groups)})" for setup, groups in setups.items()]
-    for source in dict.fromkeys(r["from"] for r in rows if "from" in r):
-        lines.append(
-            f"† from {source}, an earlier comparison whose runs are not among those compared "
-            "here; in the table and the changes, not in the plots."
-        )
-    return "\n\n".join(lines) + "\n"
-
-
-def _change(row: dict[str, Any]) -> str:
-    if "vs" not in row:
-        return ""
-    return f"{row['delta_val_acc']:+.2f} pts / {row['delta_val_loss']:+.4f} vs {row['vs']}"
+        test, parent_test = (r.get("test", {}).get("none") for r in (row, by_group[parent]))
+        if test and parent_test:
+            row["delta_test_acc"] = round(test["acc_mean"] - parent_test["acc_mean"], 2)
 
 
 def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Path:

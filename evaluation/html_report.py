@@ -24,7 +24,6 @@ from evaluation.html_page import (
 from utils.run_log import METRIC_FIELDS, read_history
 
 RUN_REPORT = "report.html"
-EVAL_FOLDERS = ("eval-val", "eval-test")  # where compare looks for a run's reports
 RELIABILITY_DIAGRAM = "reliability_diagram.png"
 
 # (metrics.json key, label, format); keys the metrics lack are left out (ECE is optional)
@@ -154,9 +153,9 @@ def run_section(config: dict[str, Any], summary_path: Path) -> str:
 
 
 def run_reports(run_dir: Path) -> list[Path]:
-    """The evaluation reports a run has (``eval-val/report.html``, ``eval-test/report.html``)."""
-    found = [run_dir / folder / RUN_REPORT for folder in EVAL_FOLDERS]
-    return [path for path in found if path.is_file()]
+    """The evaluation reports a run has (``eval-val/report.html``, ``eval-test/report.html``,
+    ``eval-test-flip-shift/report.html``, ...), in name order."""
+    return sorted(run_dir.glob(f"eval-*/{RUN_REPORT}"))
 
 
 def write_comparison_report(

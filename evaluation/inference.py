@@ -31,9 +31,6 @@ def load_model(checkpoint: dict[str, Any], device: torch.device, fast_path: Fast
     return apply_layout(model, list(fast_path.nchw_stages))
 
 
-TTA_MODES = ("none", "flip", "flip-shift")
-
-
 def shifted(inputs: Tensor, dy: int, dx: int) -> Tensor:
     """``inputs`` moved by (dy, dx) pixels, with the border reflected into the gap."""
     pad = max(abs(dy), abs(dx))

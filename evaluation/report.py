@@ -32,7 +32,7 @@ from utils.config import Config, config_from_dict
 from utils.device import resolve_device
 from utils.errors import DataError
 from utils.fast_path import FastPath, recorded_fast_path
-from utils.run_log import read_history
+from utils.run_log import eval_folder, read_history
 from utils.safe_write import write_text_atomic
 
 MISCLASSIFIED_SHOWN = 24
@@ -180,7 +180,7 @@ def evaluate_checkpoint(
         report["calibration"] = calibrate_checkpoint(
             checkpoint, ckpt_path, logits, labels, report["split"]
         )
-    out_dir = out_dir or ckpt_path.parent / f"eval-{report['split']}"
+    out_dir = out_dir or ckpt_path.parent / eval_folder(report["split"], tta)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     report["plots"] = [

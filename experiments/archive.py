@@ -32,6 +32,9 @@ def archive_run(run_dir: Path, destination: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in RECORD_FILES:
         shutil.copyfile(run_dir / name, target / name)
+    for metrics in run_dir.glob("eval-*/metrics.json"):
+        (target / metrics.parent.name).mkdir(exist_ok=True)
+        shutil.copyfile(metrics, target / metrics.parent.name / metrics.name)
     return target
 
 

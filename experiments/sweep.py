@@ -5,6 +5,7 @@
     python -m experiments.sweep experiments/headline.yaml --print   # the train.py commands
     python -m experiments.sweep experiments/headline.yaml --set train.precision=fp32   # every row
     python -m experiments.sweep experiments/headline.yaml --archive docs/results/runs  # records
+    python -m experiments.sweep experiments/headline.yaml --evaluate test --evaluate test:flip
 
 A plan is YAML: ``runs: [{name, config, set: [key=value, ...]}, ...]``. Each run trains into
 ``<output_dir>/<name>``. A run with ``summary.json`` is done and skipped; a run with ``last.pt``
@@ -12,6 +13,10 @@ is resumed with ``train.py --resume``; any other is started. Runs go in sequence
 trainings on the same CPU cores slow each other down far more than twice. Ctrl-C or SIGTERM
 stops the training at the next step with a saved position, and the sweep with it: run the same
 command again to continue.
+
+``--evaluate SPLIT[:TTA]`` scores each finished run's ``best.pt`` with ``evaluate.py`` into
+``<run>/eval-<split>[-<tta>]``, once: a run that already has those metrics is not scored again,
+so a test split is scored once per finished run however often the sweep is run.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import yaml
 from experiments.archive import archive_run
 from utils.cli import run_cli
 from utils.errors import UserError
+from utils.run_log import EVAL_SPLITS, TTA_MODES, eval_folder
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN_KEYS = {"name", "config", "set"}
@@ -115,10 +121,37 @@ def train_command(run: PlannedRun, run_dir: Path, data_root: str | None) -> list
     return command
 
 
-def run_training(command: list[str]) -> int:
-    """Run one train.py to its end and return its exit code. Ctrl-C reaches it from the terminal
-    and SIGTERM is passed on, so it saves where it stopped; the sweep meanwhile waits for it
-    rather than die first (which, for Ctrl-C, would kill it before its save)."""
+@dataclass(frozen=True)
+class Evaluation:
+    split: str
+    tta: str = "none"
+
+    @classmethod
+    def parse(cls, text: str) -> Evaluation:
+        """``test`` or ``test:flip-shift``; an unknown split or mode is an error."""
+        split, _, tta = text.partition(":")
+        if split not in EVAL_SPLITS or (tta or "none") not in TTA_MODES:
+            raise UserError(
+                f"--evaluate {text}: expected SPLIT[:TTA] with SPLIT one of "
+                f"{', '.join(EVAL_SPLITS)} and TTA one of {', '.join(TTA_MODES)}"
+            )
+        return cls(split, tta or "none")
+
+    def command(self, run_dir: Path, data_root: str | None) -> list[str]:
+        """The evaluate.py call that scores the run's ``best.pt``."""
+        command = [sys.executable, str(REPO / "evaluate.py"), "--ckpt", str(run_dir / "best.pt")]
+        command += ["--split", self.split, "--tta", self.tta]
+        return command + (["--data-root", data_root] if data_root else [])
+
+    def done(self, run_dir: Path) -> bool:
+        return (run_dir / eval_folder(self.split, self.tta) / "metrics.json").is_file()
+
+
+def run_child(command: list[str]) -> int:
+    """Run one train.py or evaluate.py to its end and return its exit code. Ctrl-C reaches it
+    from the terminal and SIGTERM is passed on, so a training saves where it stopped; the sweep
+    meanwhile waits for it rather than die first (which, for Ctrl-C, would kill it before its
+    save)."""
     child = subprocess.Popen(command, cwd=REPO)
 
     def pass_on(signum: int, frame: object) -> None:
@@ -133,27 +166,40 @@ def run_training(command: list[str]) -> int:
             signal.signal(sig, handler)
 
 
+def run_step(label: str, command: list[str]) -> bool:
+    """Run one child process of the sweep; False if it failed. A child stopped by Ctrl-C or
+    SIGTERM stops the sweep too, with the child's exit code."""
+    print(f"{label}: {' '.join(command[1:])}", flush=True)
+    code = run_child(command)
+    if code in STOPPED_BY_SIGNAL:
+        print(f"{label}: stopped; run again to continue")
+        sys.exit(code)
+    if code != 0:
+        print(f"{label}: FAILED", flush=True)
+    return code == 0
+
+
 def run_sweep(
-    plan: list[PlannedRun], output_dir: Path, data_root: str | None, archive: Path | None = None
+    plan: list[PlannedRun],
+    output_dir: Path,
+    data_root: str | None,
+    archive: Path | None = None,
+    evaluations: tuple[Evaluation, ...] = (),
 ) -> int:
-    """Run every unfinished run of ``plan`` in order; returns the number of failures. With
-    ``archive``, each finished run's records are copied there (``experiments/archive.py``)."""
+    """Run every unfinished run of ``plan`` in order, then its ``evaluations`` not yet made;
+    returns the number of failures. With ``archive``, each finished run's records are copied
+    there (``experiments/archive.py``)."""
     failures = 0
     for index, run in enumerate(plan, 1):
-        run_dir = output_dir / run.name
+        label, run_dir = f"[{index}/{len(plan)}] {run.name}", output_dir / run.name
         if (run_dir / "summary.json").is_file():
-            print(f"[{index}/{len(plan)}] {run.name}: done, skipped", flush=True)
-        else:
-            command = train_command(run, run_dir, data_root)
-            print(f"[{index}/{len(plan)}] {run.name}: {' '.join(command[1:])}", flush=True)
-            code = run_training(command)
-            if code in STOPPED_BY_SIGNAL:
-                print(f"[{index}/{len(plan)}] {run.name}: stopped; run again to continue")
-                sys.exit(code)
-            if code != 0:
-                failures += 1
-                print(f"[{index}/{len(plan)}] {run.name}: FAILED", flush=True)
-                continue
+            print(f"{label}: done, skipped", flush=True)
+        elif not run_step(label, train_command(run, run_dir, data_root)):
+            failures += 1
+            continue
+        for evaluation in evaluations:
+            if not evaluation.done(run_dir):
+                failures += not run_step(label, evaluation.command(run_dir, data_root))
         if archive is not None:
             archive_run(run_dir, archive)
     return failures
@@ -180,6 +226,14 @@ def main() -> None:
         help="an override for every row, after the plan's own (repeatable)",
     )
     parser.add_argument(
+        "--evaluate",
+        action="append",
+        default=[],
+        type=Evaluation.parse,
+        metavar="SPLIT[:TTA]",
+        help="score each finished run's best.pt on SPLIT (with TTA), once (repeatable)",
+    )
+    parser.add_argument(
         "--print", action="store_true", help="print the train.py commands instead of running"
     )
     args = parser.parse_args()
@@ -191,7 +245,8 @@ def main() -> None:
             print(shlex.join(["python", "train.py", *arguments]))
         return
     archive = args.archive.resolve() if args.archive else None
-    failures = run_sweep(plan, args.output_dir.resolve(), args.data_root, archive)
+    output_dir = args.output_dir.resolve()
+    failures = run_sweep(plan, output_dir, args.data_root, archive, tuple(args.evaluate))
     sys.exit(1 if failures else 0)
 
 

@@ -22,6 +22,7 @@ from evaluation.compare import (
 from experiments import sweep
 from experiments.archive import archive_run
 from experiments.sweep import (
+    Evaluation,
     PlannedRun,
     read_plan,
     run_sweep,
@@ -55,11 +56,21 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner)
     assert "--resume" in train_command(plan[1], tmp_path / "smoke-s1", None)
     assert "--resume" not in train_command(plan[0], tmp_path / "new-run", "data")
     mtime = (tmp_path / "smoke-s0" / "last.pt").stat().st_mtime_ns
-    assert run_sweep(plan, tmp_path, None, archive=tmp_path / "records") == 0
+    scores = (Evaluation.parse("test"), Evaluation.parse("test:flip"))
+    assert run_sweep(plan, tmp_path, None, tmp_path / "records", scores) == 0
     assert (tmp_path / "smoke-s0" / "last.pt").stat().st_mtime_ns == mtime  # skipped
     for name in ("smoke-s0", "smoke-s1"):  # the skipped run's records are kept too
         assert (tmp_path / "records" / name / "summary.json").is_file()
     assert (tmp_path / "smoke-s1" / "summary.json").is_file()
+    # Each finished run, skipped or not, is scored on the test split once, with and without TTA.
+    test_metrics = tmp_path / "smoke-s0" / "eval-test" / "metrics.json"
+    scored = json.loads(test_metrics.read_text())
+    assert scored["split"] == "test" and scored["tta"] == "none"
+    flipped = json.loads((tmp_path / "smoke-s1/eval-test-flip/metrics.json").read_text())
+    assert flipped["tta"] == "flip"
+    scored_at = test_metrics.stat().st_mtime_ns
+    assert run_sweep(plan, tmp_path, None, None, scores) == 0
+    assert test_metrics.stat().st_mtime_ns == scored_at
 
     result = compare_runs([tmp_path / "smoke-s0", tmp_path / "smoke-s1"], tmp_path / "out")
     (row,) = result["rows"]
@@ -73,6 +84,14 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner)
     for name in ("results.md", "results.json", "results_val_loss.png", "results_val_acc.png"):
         assert (tmp_path / "out" / name).is_file()
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
+    test_accs = [
+        100 * json.loads((tmp_path / n / "eval-test/metrics.json").read_text())["accuracy"]
+        for n in ("smoke-s0", "smoke-s1")
+    ]
+    assert row["test"]["none"]["acc_mean"] == pytest.approx(sum(test_accs) / 2, abs=0.01)
+    assert set(row["test"]) == {"none", "flip"}
+    header = (tmp_path / "out" / "results.md").read_text().splitlines()[0]
+    assert "| test acc (%) | test loss | test acc, flip TTA (%) |" in header
 
     # The records the sweep archived (no weights) rebuild the same row.
     archived = [tmp_path / "records" / n for n in ("smoke-s0", "smoke-s1")]
@@ -101,11 +120,14 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner)
     assert "| other † | 5 |" in table and "| smoke | 0, 1 |" in table
 
 
-def fake_run(group: str, seed: int, acc: float, loss: float) -> RunResult:
+def fake_run(
+    group: str, seed: int, acc: float, loss: float, test_acc: float | None = None
+) -> RunResult:
     summary = {"best_val_acc": acc, "best_val_loss": loss, "best_epoch": 3, "epochs_run": 5}
     summary |= {"train_seconds": 60.0, "hardware": "cpu"}
     history = [{"epoch": 1, "val_acc": acc, "epoch_time_s": 10.0}]
-    return RunResult(Path(f"{group}-s{seed}"), group, seed, summary, history)
+    test = {} if test_acc is None else {"none": {"acc": test_acc, "loss": loss + 0.01}}
+    return RunResult(Path(f"{group}-s{seed}"), group, seed, summary, history, test)
 
 
 def test_variations_are_reported_against_their_parent() -> None:
@@ -125,6 +147,53 @@ def test_variations_are_reported_against_their_parent() -> None:
     assert by_group["optimized-no-wd-x"]["vs"] == "optimized-no-wd"  # the closest parent
     assert "vs" not in by_group["baseline"] and "vs" not in by_group["optimized"]
     assert "| -2.50 pts / +0.0600 vs optimized |" in markdown_table(rows)
+
+
+def test_test_columns_show_groups_whose_every_run_was_scored() -> None:
+    runs = [
+        fake_run("optimized", 0, 0.80, 0.60, test_acc=0.79),
+        fake_run("optimized", 1, 0.82, 0.58, test_acc=0.81),
+        fake_run("optimized-no-wd", 0, 0.785, 0.65, test_acc=0.76),
+        fake_run("baseline", 0, 0.70, 0.90, test_acc=0.69),
+        fake_run("baseline", 1, 0.71, 0.88),  # not scored: the group has no test figure
+    ]
+    rows = summarise_groups(runs)
+    add_deltas(rows)
+    by_group = {r["group"]: r for r in rows}
+    assert by_group["optimized"]["test"]["none"]["acc_mean"] == pytest.approx(80.0)
+    assert by_group["optimized"]["test"]["none"]["acc_std"] == pytest.approx(1.41, abs=0.01)
+    assert "test" not in by_group["baseline"]
+    assert by_group["optimized-no-wd"]["delta_test_acc"] == pytest.approx(-4.0)
+    lines = markdown_table(rows).splitlines()
+    header = "| run | seeds | val acc (%) | val loss | test acc (%) | test loss | best epoch |"
+    assert lines[0].startswith(header)
+    assert "| 80.00 ± 1.41 | 0.6000 ± 0.0141 |" in lines[2]
+    assert lines[4].startswith("| baseline | 0, 1 | 70.50 ± 0.71 | 0.8900 ± 0.0141 |  |  |")
+    assert "-2.50 pts / +0.0600; test -4.00 pts vs optimized" in lines[3]
+
+
+def test_a_test_score_of_any_checkpoint_but_the_kept_one_is_refused(tmp_path: Path) -> None:
+    summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": 4, "epochs_run": 6}
+    summary |= {"train_seconds": 1.0, "hardware": "cpu"}
+    row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
+    (tmp_path / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "metrics.json").write_text(json.dumps([row]))
+    (tmp_path / "eval-test").mkdir()
+    scored = {"checkpoint": str(tmp_path / "best.pt"), "epoch": 4, "accuracy": 0.5, "loss": 1.0}
+    for checkpoint, epoch in (("last.pt", 6), ("best.pt", 6)):
+        wrong = {**scored, "checkpoint": str(tmp_path / checkpoint), "epoch": epoch}
+        (tmp_path / "eval-test/metrics.json").write_text(json.dumps(wrong))
+        with pytest.raises(UserError, match=f"scores {checkpoint} at epoch 6, not the kept"):
+            load_run(tmp_path)
+    (tmp_path / "eval-test/metrics.json").write_text(json.dumps(scored))
+    assert load_run(tmp_path).test == {"none": {"acc": 0.5, "loss": 1.0}}
+
+
+@pytest.mark.parametrize("text", ["val:mirror", "holdout", "test:flip:x"])
+def test_an_unknown_evaluation_is_refused_before_anything_runs(text: str) -> None:
+    with pytest.raises(UserError, match="expected SPLIT"):
+        Evaluation.parse(text)
 
 
 def test_reference_rows_join_the_table_and_the_changes(tmp_path: Path) -> None:

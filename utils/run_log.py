@@ -1,4 +1,4 @@
-"""Per-epoch metrics written beside a run as CSV and JSON.
+"""Per-epoch metrics written beside a run as CSV and JSON, and where a run keeps its evaluations.
 
 Written with ``write_text_atomic`` (``utils/safe_write.py``): a kill leaves the old file or the
 new one, and a failed write (a full disk) keeps the old one and is one ``WriteError``.
@@ -25,6 +25,16 @@ METRIC_FIELDS = (
     "images_per_s",
     "skipped_steps",
 )
+
+EVAL_SPLITS = ("val", "test", "train")
+TTA_MODES = ("none", "flip", "flip-shift")  # evaluation/inference.py's views of an image
+
+
+def eval_folder(split: str, tta: str = "none") -> str:
+    """The folder of a run directory that one evaluation writes: ``eval-test`` for the test
+    split as trained, ``eval-test-flip-shift`` with that test-time augmentation, so scoring a
+    split both ways keeps both."""
+    return f"eval-{split}" if tta == "none" else f"eval-{split}-{tta}"
 
 
 def write_history(history: list[dict[str, Any]], run_dir: Path) -> None:
