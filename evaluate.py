@@ -20,7 +20,7 @@ with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
     from evaluation.report import evaluate_checkpoint, format_report
     from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
     from utils.cli_args import add_checkpoint_args, add_tta_args
-from utils.run_log import EVAL_SPLITS, TTA_MODES
+    from utils.run_log import EVAL_SPLITS, TTA_MODES
 
 
 def parse_args() -> argparse.Namespace:

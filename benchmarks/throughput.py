@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import itertools
 import json
 import statistics
@@ -28,6 +27,7 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
+from benchmarks.peak import matmul_peak, matmul_peak_gflops, training_gflop_per_image
 from data import channel_stats
 from data.augment import BatchTransform
 from data.datasets import ImageSet, folder_image_set, synthetic_image_set
@@ -38,7 +38,7 @@ from training.autotune import faster_precision, probe_nchw_stages, time_training
 from training.loop import StepContext, train_one_epoch
 from training.schedule import LrSchedule
 from utils.config import ScheduleConfig
-from utils.device import autocast_factory, cpu_has_fast_bf16, resolve_precision
+from utils.device import autocast_factory, resolve_precision
 from utils.hardware import describe_hardware, peak_rss_mib
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg/train"
@@ -141,50 +141,6 @@ def repo_eval_img_per_s(
     for _ in predict(model, loader.batches(), transform, autocast):
         pass
     return len(subset) / (time.perf_counter() - start)
-
-
-def training_gflop_per_image(stem: str, size: int) -> float:
-    """Forward + backward FLOPs of one image, counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = create_model(num_classes=10, stem=stem)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(torch.randn(2, 3, size, size)).sum().backward()
-    return counter.get_total_flops() / 2 / 1e9
-
-
-PEAK_SIZES = (1024, 2048, 3072)
-PEAK_MIN_SECONDS = 1.0
-
-
-def sustained_gflops(n: int, dtype: torch.dtype, min_seconds: float = PEAK_MIN_SECONDS) -> float:
-    """Median GFLOP/s of an n x n matmul repeated for at least ``min_seconds`` (after one
-    untimed call): what the machine sustains, not its single best product."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times: list[float] = []
-    while sum(times) < min_seconds or len(times) < 3:
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-@functools.cache
-def matmul_peak(precision: str) -> dict[str, Any]:
-    """The best sustained GFLOP/s over ``PEAK_SIZES`` and each size's figure, once per
-    precision measured. Where bf16 is emulated (no AVX512-BF16 or AMX) it runs at well under
-    1 GFLOP/s, so only a 256 x 256 product is timed there."""
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    sizes = PEAK_SIZES if precision == "fp32" or cpu_has_fast_bf16() else (256,)
-    per_size = {n: round(sustained_gflops(n, dtype), 1) for n in sizes}
-    best = max(per_size, key=per_size.__getitem__)
-    return {"gflop_s": per_size[best], "size": best, "per_size": per_size}
-
-
-def matmul_peak_gflops(precision: str) -> float:
-    return matmul_peak(precision)["gflop_s"]
 
 
 def training_precision(requested: str, stem: str, size: int, batch: int) -> str:

@@ -8,7 +8,6 @@ path. The input side, the side of the images the model sees, is settled here onc
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,19 +15,12 @@ import torch
 from torch import Tensor
 
 from data.augment import BatchTransform
-from data.datasets import (
-    ImageSet,
-    cifar_image_set,
-    folder_image_set,
-    list_image_folder,
-    synthetic_image_set,
-    synthetic_peak_bytes,
-)
+from data.datasets import ImageSet, folder_image_set
 from data.loader import InMemoryLoader, StreamingLoader
+from data.sources import Images, read_split, too_big_for_memory, use_streaming
 from data.split import check_same_data, data_fingerprint, split_indices
 from data.streaming import (
     FileSet,
-    decoded_bytes,
     first_image_size,
     folder_file_set,
     readable,
@@ -37,10 +29,7 @@ from data.streaming import (
 from utils.config import DataConfig
 from utils.errors import DataError
 
-DATA_ROOT_ENV = "RESNET18_DATA_ROOT"
 Loader = InMemoryLoader | StreamingLoader
-Images = ImageSet | FileSet  # decoded images, or files decoded batch by batch
-SYNTHETIC_TEST_SEED = 1
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # what ImageNet-pretrained weights were trained with
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -156,59 +145,6 @@ def make_transforms(
     return train, evaluation
 
 
-def read_split(cfg: DataConfig, split: str, stream: bool) -> Images | None:
-    """The images of ``split`` ("train", "val" or "test"), as files when ``stream``, or None
-    if the source has no such split."""
-    root = folder_root(cfg)
-    if root is not None and (root / split).is_dir():
-        if stream:
-            return folder_file_set(root / split)
-        return folder_image_set(
-            root / split, cfg.image_size, Path(cfg.cache_dir), cfg.skip_bad_images
-        )
-    if root is not None:
-        if split == "train":
-            raise DataError(
-                f"data root {root} has no train/ folder; expected {root}/train/<class>/<image>. "
-                f"Set data.root, --data-root or {DATA_ROOT_ENV}"
-            )
-        return None
-    if split == "val":
-        return None
-    if cfg.dataset == "synthetic":
-        seed = 0 if split == "train" else SYNTHETIC_TEST_SEED
-        return synthetic_set(cfg, seed)
-    path = Path(cfg.root).expanduser()
-    return cifar_image_set(cfg.dataset, path, split == "train", cfg.download)
-
-
-def synthetic_set(cfg: DataConfig, seed: int) -> ImageSet:
-    """The synthetic set; one too large for this machine's memory is a DataError naming
-    ``data.synthetic_samples``, checked before allocating (an allocation the system grants but
-    cannot back ends in the out-of-memory killer, not in an error)."""
-    need = synthetic_peak_bytes(cfg.synthetic_samples)
-    too_big = DataError(
-        f"data.synthetic_samples={cfg.synthetic_samples}: generating that many images needs "
-        f"{need / 2**30:.1f} GiB, more than this machine can give; lower it"
-    )
-    if need > physical_memory_bytes():
-        raise too_big
-    try:
-        return synthetic_image_set(cfg.synthetic_samples, cfg.synthetic_classes, seed=seed)
-    except (MemoryError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and "allocate" not in str(err):
-            raise
-        raise too_big from None
-
-
-def physical_memory_bytes() -> int:
-    """The machine's memory; huge where the system does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
 def split_sets(cfg: DataConfig, stream: bool) -> tuple[Images, Images, Images, Tensor | None]:
     """(whole training set, train, val, carved validation indices or None): the source's own
     val split where it has one, else ``data.val_fraction`` carved with ``data.split_seed``."""
@@ -285,35 +221,6 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
 
 
-def folder_root(cfg: DataConfig) -> Path | None:
-    """The root of an ImageFolder data set (``root/train/<class>/...``, or any root with
-    ``data.dataset: imagefolder``), or None for CIFAR files and synthetic data."""
-    root = Path(cfg.root).expanduser()
-    if cfg.dataset == "synthetic":
-        return None
-    return root if cfg.dataset == "imagefolder" or (root / "train").is_dir() else None
-
-
-def use_streaming(cfg: DataConfig) -> bool:
-    """``data.loader``: memory, stream, or auto (stream when decoding would exceed the limit)."""
-    root = folder_root(cfg)
-    if cfg.loader == "memory" or root is None:
-        if cfg.loader == "stream":
-            raise DataError("data.loader=stream needs an ImageFolder data set (root/train/...)")
-        return False
-    if cfg.loader == "stream":
-        return True
-    if not (root / "train").is_dir():
-        return False  # loading reports the missing folder with the way out
-    files, _, _ = list_image_folder(root / "train")
-    return too_big_for_memory(cfg, files)
-
-
-def too_big_for_memory(cfg: DataConfig, files: list[Path]) -> bool:
-    """Whether ``files``, decoded at the size they would be kept at, exceed the memory limit."""
-    return decoded_bytes(files, cfg.image_size, cfg.skip_bad_images) > cfg.memory_limit_gb * 2**30
-
-
 def check_recorded_split(
     val_indices: Tensor, fingerprint: str | None, labels: Tensor, root: str
 ) -> None:
@@ -332,8 +239,3 @@ def outside(indices: Tensor, count: int) -> Tensor:
     keep = torch.ones(count, dtype=torch.bool)
     keep[indices] = False
     return keep.nonzero().flatten()
-
-
-def resolve_data_root(cli_root: str | None) -> str | None:
-    """The data root given on the command line, else by the environment, else None."""
-    return cli_root or os.environ.get(DATA_ROOT_ENV) or None

@@ -5,10 +5,7 @@ group is reported as mean ± standard deviation over its runs. A group named aft
 plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: its row also
 gives the change in val acc and val loss against that parent, which makes an ablation table.
 
-A run scored on the test split (``evaluate.py --split test``, or the sweep's ``--evaluate
-test``) adds test columns: ``<run>/eval-test/metrics.json``, and ``eval-test-<tta>`` for each
-test-time augmentation it was scored with. Only the kept ``best.pt`` (the epoch chosen on
-validation) counts; a test score of any other checkpoint is an error.
+Runs scored on the test split add test columns (``evaluation/run_records.py`` reads them).
 
 Groups whose runs are no longer at hand can join from an earlier results JSON (``reference``):
 their rows enter the table and the changes, marked as such, but not the plots. A group that has
@@ -21,7 +18,6 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,81 +25,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import yaml
 
 from evaluation.html_report import write_comparison_report
 from evaluation.results_table import footnotes, markdown_table, table_cells
+from evaluation.run_records import RunResult, load_run
 from utils.errors import UserError
-from utils.run_log import TTA_MODES, eval_folder, read_history
+from utils.run_log import TTA_MODES
 
 LINE_STYLES = ("-", "--", ":", "-.")
-
-
-SUMMARY_KEYS = (
-    "best_val_acc", "best_val_loss", "best_epoch", "epochs_run", "train_seconds", "hardware",
-)  # fmt: skip
-HISTORY_KEYS = ("epoch", "val_loss", "val_acc", "epoch_time_s")
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    group: str
-    seed: int
-    summary: dict[str, Any]
-    history: list[dict[str, Any]]
-    test: dict[str, dict[str, float]]  # TTA mode -> the test split's accuracy and loss
-
-    @property
-    def median_epoch_s(self) -> float:
-        return statistics.median(row["epoch_time_s"] for row in self.history)
-
-
-def load_run(run_dir: Path) -> RunResult:
-    """A finished run's summary, per-epoch history and config; unreadable records stop with
-    one line naming the run."""
-    summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
-    if not summary_path.is_file() or not config_path.is_file():
-        raise UserError(f"{run_dir} is not a finished run (no summary.json or config.yaml)")
-    try:
-        history = read_history(run_dir)
-        config = yaml.safe_load(config_path.read_text())
-        group, seed = config["name"], config["train"]["seed"]
-        summary = json.loads(summary_path.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError) as err:
-        first_line = str(err).splitlines()[0]  # YAML errors go on to quote the text
-        message = f"{run_dir}: its records cannot be read ({type(err).__name__}: {first_line})"
-        raise UserError(message) from None
-    if not history:
-        raise UserError(f"{run_dir} has no per-epoch metrics (metrics.json missing or empty)")
-    if missing := [key for key in SUMMARY_KEYS if key not in summary]:
-        raise UserError(f"{run_dir}/summary.json lacks {', '.join(missing)}")
-    if missing := sorted({key for row in history for key in HISTORY_KEYS if key not in row}):
-        raise UserError(f"{run_dir}/metrics.json lacks {', '.join(missing)}")
-    return RunResult(run_dir, group, seed, summary, history, test_scores(run_dir, summary))
-
-
-def test_scores(run_dir: Path, summary: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The run's test-split accuracy and loss for each TTA mode it was scored with, checked to
-    be those of its kept best epoch."""
-    scores = {}
-    for tta in TTA_MODES:
-        path = run_dir / eval_folder("test", tta) / "metrics.json"
-        if not path.is_file():
-            continue
-        try:
-            metrics = json.loads(path.read_text())
-            scored = (Path(metrics["checkpoint"]).name, metrics["epoch"])
-            scores[tta] = {"acc": metrics["accuracy"], "loss": metrics["loss"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
-        if scored != ("best.pt", summary["best_epoch"]):
-            raise UserError(
-                f"{path} scores {scored[0]} at epoch {scored[1]}, not the kept best.pt of epoch "
-                f"{summary['best_epoch']}: score best.pt (python evaluate.py --ckpt "
-                f"{run_dir / 'best.pt'} --split test)"
-            )
-    return scores
 
 
 def _distinct(values: Iterable[str]) -> str:
@@ -153,7 +82,11 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
 
 def group_test_scores(members: list[RunResult]) -> dict[str, Any]:
     """``test``: for each TTA mode that every run of the group was scored with, its test
-    accuracy (%) and loss as mean and std; nothing when some run lacks a test score."""
+    accuracy (%) and loss as mean and std. A group only some of whose runs were scored has no
+    test figure but ``test_runs_scored``, which the table's notes report."""
+    scored = sum("none" in m.test for m in members)
+    if 0 < scored < len(members):
+        return {"test_runs_scored": scored}
     test = {}
     for tta in TTA_MODES:
         if not all(tta in m.test for m in members):

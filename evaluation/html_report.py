@@ -154,8 +154,10 @@ def run_section(config: dict[str, Any], summary_path: Path) -> str:
 
 def run_reports(run_dir: Path) -> list[Path]:
     """The evaluation reports a run has (``eval-val/report.html``, ``eval-test/report.html``,
-    ``eval-test-flip-shift/report.html``, ...), in name order."""
-    return sorted(run_dir.glob(f"eval-*/{RUN_REPORT}"))
+    ``eval-test-flip-shift/report.html``, ...): validation first, the others in name order."""
+    return sorted(
+        run_dir.glob(f"eval-*/{RUN_REPORT}"), key=lambda p: (p.parent.name != "eval-val", p)
+    )
 
 
 def write_comparison_report(

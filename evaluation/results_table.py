@@ -51,7 +51,8 @@ def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     with_deltas = any("vs" in r for r in rows)
     tests = test_columns(rows)
     header = TABLE_HEADER[:4] + [h for _, _, h in tests] + TABLE_HEADER[4:]
-    cells = [header + (["change in val acc / loss"] if with_deltas else [])]
+    change = "change in val acc / loss" + ("; test acc" if tests else "")
+    cells = [header + ([change] if with_deltas else [])]
     for r in rows:
         spread = len(r["seeds"]) > 1
         cells.append(
@@ -81,8 +82,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def footnotes(rows: list[dict[str, Any]]) -> str:
-    """Which machine and precision each row ran with (all rows, when they share one), and
-    where the reference rows come from."""
+    """Which machine and precision each row ran with (all rows, when they share one), which
+    groups were scored on the test split only in part, and where the reference rows come
+    from."""
     setups: dict[str, list[str]] = {}
     for r in rows:
         setup = r["hardware"] + (f", {r['precision']}" if r.get("precision") else "")
@@ -91,6 +93,13 @@ def footnotes(rows: list[dict[str, Any]]) -> str:
         lines = [f"Hardware: {next(iter(setups))}"]
     else:
         lines = [f"Hardware: {setup} ({', '.join(groups)})" for setup, groups in setups.items()]
+    if partial := [r for r in rows if "test_runs_scored" in r]:
+        counts = ", ".join(
+            f"{r['group']}: {r['test_runs_scored']} of {len(r['seeds'])}" for r in partial
+        )
+        lines.append(
+            f"No test figure where only some runs were scored on the test split ({counts})."
+        )
     for source in dict.fromkeys(r["from"] for r in rows if "from" in r):
         lines.append(
             f"† from {source}, an earlier comparison whose runs are not among those compared "

@@ -3,10 +3,10 @@
     python -m experiments.archive checkpoints/baseline-es checkpoints/baseline-aug
 
 A run directory holds checkpoints (about 90 MB each) beside a few small text files: the
-resolved config, the summary and the per-epoch metrics. ``compare.py`` reads only the config,
-the summary and ``metrics.json`` (``metrics.csv`` is copied for people), so once these are in
-the repository every results table and plot can be rebuilt on any machine, after the
-checkpoints are gone.
+resolved config, the summary, the per-epoch metrics and the metrics of its evaluations.
+``compare.py`` reads only the config, the summary, ``metrics.json`` (``metrics.csv`` is copied
+for people) and ``eval-*/metrics.json`` (the test columns), so once these are in the repository
+every results table and plot can be rebuilt on any machine, after the checkpoints are gone.
 """
 
 from __future__ import annotations

@@ -144,7 +144,9 @@ class Evaluation:
         return command + (["--data-root", data_root] if data_root else [])
 
     def done(self, run_dir: Path) -> bool:
-        return (run_dir / eval_folder(self.split, self.tta) / "metrics.json").is_file()
+        """Scored already: evaluate.py writes report.html last, after metrics.json."""
+        folder = run_dir / eval_folder(self.split, self.tta)
+        return (folder / "metrics.json").is_file() and (folder / "report.html").is_file()
 
 
 def run_child(command: list[str]) -> int:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import benchmarks.throughput as throughput
+import benchmarks.peak as peak_module
 
 
 def test_peak_is_the_best_size_of_sustained_medians(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -13,10 +13,10 @@ def test_peak_is_the_best_size_of_sustained_medians(monkeypatch: pytest.MonkeyPa
         calls.append(n)
         return {1024: 700.0, 2048: 650.0, 3072: 600.0}[n]
 
-    monkeypatch.setattr(throughput, "sustained_gflops", fake)
-    throughput.matmul_peak.cache_clear()
-    peak = throughput.matmul_peak("fp32")
-    throughput.matmul_peak.cache_clear()
+    monkeypatch.setattr(peak_module, "sustained_gflops", fake)
+    peak_module.matmul_peak.cache_clear()
+    peak = peak_module.matmul_peak("fp32")
+    peak_module.matmul_peak.cache_clear()
     assert calls == [1024, 2048, 3072]
     assert peak == {
         "gflop_s": 700.0,
@@ -32,6 +32,6 @@ def test_sustained_rate_times_a_loop_of_the_given_length(monkeypatch: pytest.Mon
         now[0] += 0.05  # each clock read 0.05 s later: a product takes 0.05 s
         return now[0]
 
-    monkeypatch.setattr(throughput.time, "perf_counter", tick)
-    rate = throughput.sustained_gflops(64, torch.float32, min_seconds=1.0)
+    monkeypatch.setattr(peak_module.time, "perf_counter", tick)
+    rate = peak_module.sustained_gflops(64, torch.float32, min_seconds=1.0)
     assert rate == pytest.approx(2 * 64**3 / 0.05 / 1e9)

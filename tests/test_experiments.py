@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 
 from evaluation.compare import (
-    RunResult,
     add_deltas,
     compare_runs,
     load_reference_rows,
-    load_run,
-    markdown_table,
     merge_reference,
     summarise_groups,
 )
+from evaluation.results_table import markdown_table
+from evaluation.run_records import RunResult, load_run
 from experiments import sweep
 from experiments.archive import archive_run
 from experiments.sweep import (
@@ -170,28 +169,48 @@ def test_test_columns_show_groups_whose_every_run_was_scored() -> None:
     assert "| 80.00 ± 1.41 | 0.6000 ± 0.0141 |" in lines[2]
     assert lines[4].startswith("| baseline | 0, 1 | 70.50 ± 0.71 | 0.8900 ± 0.0141 |  |  |")
     assert "-2.50 pts / +0.0600; test -4.00 pts vs optimized" in lines[3]
+    assert lines[0].endswith("| change in val acc / loss; test acc |")
+    assert by_group["baseline"]["test_runs_scored"] == 1
+    assert "only some runs were scored on the test split (baseline: 1 of 2)" in "\n".join(lines)
 
 
-def test_a_test_score_of_any_checkpoint_but_the_kept_one_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("wrong", "says"),
+    [
+        ({"checkpoint": "r/last.pt", "epoch": 6}, "with .*r/last.pt at epoch 6"),
+        ({"epoch": 6}, "best.pt at epoch 6"),
+        ({"checkpoint": "other-run/best.pt"}, "other-run/best.pt"),
+        ({"split": "val"}, "the val split"),
+        ({"tta": "flip"}, "TTA flip"),  # written by the evaluate.py that had one folder
+        ({"flip_tta": True, "tta": None}, "TTA flip"),  # older still: no tta key
+    ],
+)
+def test_a_test_score_is_refused_unless_it_is_of_the_kept_best_pt_as_named(
+    tmp_path: Path, wrong: dict[str, object], says: str
+) -> None:
+    run = tmp_path / "r"
     summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": 4, "epochs_run": 6}
     summary |= {"train_seconds": 1.0, "hardware": "cpu"}
     row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
-    (tmp_path / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "metrics.json").write_text(json.dumps([row]))
-    (tmp_path / "eval-test").mkdir()
-    scored = {"checkpoint": str(tmp_path / "best.pt"), "epoch": 4, "accuracy": 0.5, "loss": 1.0}
-    for checkpoint, epoch in (("last.pt", 6), ("best.pt", 6)):
-        wrong = {**scored, "checkpoint": str(tmp_path / checkpoint), "epoch": epoch}
-        (tmp_path / "eval-test/metrics.json").write_text(json.dumps(wrong))
-        with pytest.raises(UserError, match=f"scores {checkpoint} at epoch 6, not the kept"):
-            load_run(tmp_path)
-    (tmp_path / "eval-test/metrics.json").write_text(json.dumps(scored))
-    assert load_run(tmp_path).test == {"none": {"acc": 0.5, "loss": 1.0}}
+    (run / "eval-test").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "metrics.json").write_text(json.dumps([row]))
+    scored = {"checkpoint": str(run / "best.pt"), "epoch": 4, "split": "test", "tta": "none"}
+    scored |= {"accuracy": 0.5, "loss": 1.0}
+    (run / "eval-test/metrics.json").write_text(json.dumps(scored))
+    assert load_run(run).test == {"none": {"acc": 0.5, "loss": 1.0}}
+    if "checkpoint" in wrong:
+        wrong = {**wrong, "checkpoint": str(tmp_path / str(wrong["checkpoint"]))}
+    edited = {k: v for k, v in {**scored, **wrong}.items() if v is not None}
+    (run / "eval-test/metrics.json").write_text(json.dumps(edited))
+    with pytest.raises(UserError, match=f"{says}.*not the test split") as refused:
+        load_run(run)
+    assert "evaluate.py --ckpt" in str(refused.value)
 
 
 @pytest.mark.parametrize("text", ["val:mirror", "holdout", "test:flip:x"])
-def test_an_unknown_evaluation_is_refused_before_anything_runs(text: str) -> None:
+def test_an_evaluation_that_is_not_split_and_tta_is_refused(text: str) -> None:
     with pytest.raises(UserError, match="expected SPLIT"):
         Evaluation.parse(text)
 
@@ -229,11 +248,25 @@ def test_reference_rows_join_the_table_and_the_changes(tmp_path: Path) -> None:
 
 
 def test_reference_rows_lose_changes_against_parents_no_longer_there() -> None:
-    rows = summarise_groups([fake_run("optimized-no-wd", 0, 0.785, 0.65)])
+    rows = summarise_groups([fake_run("optimized-no-wd", 0, 0.785, 0.65, test_acc=0.77)])
     rows[0] |= {"vs": "optimized", "delta_val_acc": -2.5, "delta_val_loss": 0.06}
+    rows[0] |= {"delta_test_acc": -3.0}
     merged = merge_reference(rows, [], "old.json")
     add_deltas(merged)
     assert "vs" not in merged[0] and "delta_val_acc" not in merged[0]
+    assert "delta_test_acc" not in merged[0]
+    assert merged[0]["test"]["none"]["acc_mean"] == pytest.approx(77.0)  # its own figures stay
+
+
+def test_reference_rows_with_and_without_test_figures_share_a_table() -> None:
+    old = summarise_groups([fake_run("baseline", 0, 0.70, 0.90)])  # an older results JSON
+    measured = summarise_groups([fake_run("baseline-aug", 0, 0.80, 0.60, test_acc=0.79)])
+    rows = merge_reference(old, measured, "old.json")
+    add_deltas(rows)
+    assert "delta_test_acc" not in rows[1]  # the parent has no test figure
+    lines = markdown_table(rows).splitlines()
+    assert lines[2].startswith("| baseline † | 0 | 70.00 | 0.9000 |  |  |")
+    assert lines[3].startswith("| baseline-aug | 0 | 80.00 | 0.6000 | 79.00 | 0.6100 |")
 
 
 @pytest.mark.parametrize("text", ["not json", '{"group": "a"}', '[{"group": "a"}]'])
