@@ -15,8 +15,9 @@ stops the training at the next step with a saved position, and the sweep with it
 command again to continue.
 
 ``--evaluate SPLIT[:TTA]`` scores each finished run's ``best.pt`` with ``evaluate.py`` into
-``<run>/eval-<split>[-<tta>]``, once: a run that already has those metrics is not scored again,
-so a test split is scored once per finished run however often the sweep is run.
+``<run>/eval-<split>[-<tta>]``, once: a run whose folder already holds ``metrics.json`` and
+``report.html`` is not scored again, so a test split is scored once per finished run however
+often the sweep is run.
 """
 
 from __future__ import annotations
