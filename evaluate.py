@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
         "--output-dir",
         type=Path,
         help="where to write metrics.json and plots "
-        "(default: <run>/eval-<split>, or <run>/eval-<split>-<tta> with --tta)",
+        "(default: <run>/eval-<split>, or <run>/eval-<split>-<tta> with --tta flip or flip-shift)",
     )
     add_tta_args(parser, TTA_MODES)
     parser.add_argument(
