@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     result = compare_runs(args.runs, args.output_dir, args.prefix, args.reference)
     print(result["table"])
-    print(f"wrote {args.output_dir}/{args.prefix}.md, .json, _val_loss.png, _val_acc.png")
+    plots = ", ".join(png.name for png in result["plots"])
+    print(f"wrote {args.output_dir}/{args.prefix}.md, .json, _report.html and {plots}")
 
 
 if __name__ == "__main__":

@@ -21,18 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from evaluation.compare_plots import plot_overlay, plot_scores
 from evaluation.html_report import write_comparison_report
 from evaluation.results_table import footnotes, markdown_table, table_cells
 from evaluation.run_records import RunResult, load_run
 from utils.errors import UserError
 from utils.run_log import TTA_MODES
-
-LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _distinct(values: Iterable[str]) -> str:
@@ -163,40 +157,16 @@ def add_deltas(rows: list[dict[str, Any]]) -> None:
             row["delta_test_acc"] = round(test["acc_mean"] - parent_test["acc_mean"], 2)
 
 
-def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Path:
-    """``key`` (val_loss or val_acc) against epoch, every run on one figure: one colour per
-    group, one line style per seed within it."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    groups = list(dict.fromkeys(run.group for run in runs))
-    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
-    seen_in_group: dict[str, int] = {}
-    for run in runs:
-        epochs = [row["epoch"] for row in run.history]
-        values = [row[key] * (100 if key.endswith("acc") else 1) for row in run.history]
-        nth = seen_in_group[run.group] = seen_in_group.get(run.group, -1) + 1
-        style = LINE_STYLES[nth % len(LINE_STYLES)]
-        colour = colours(groups.index(run.group) % colours.N)
-        ax.plot(
-            epochs, values, style, color=colour, marker="o", ms=2, lw=1.2, label=run.run_dir.name
-        )
-    ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} by epoch")
-    if key.endswith("loss"):  # an unstable first epoch can be 100x the rest
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def compare_runs(
     run_dirs: list[Path],
     output_dir: Path,
     prefix: str = "results",
     reference: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``<prefix>.md``, ``<prefix>.json``, two overlay plots and ``<prefix>_report.html``
-    (the table and plots on one page, linking to each run's reports) into ``output_dir``;
+    """Write ``<prefix>.md``, ``<prefix>.json``, two overlay plots, a plot of each run's val and
+    test accuracy (``<prefix>_scores.png``, when some run was scored on the test split) and
+    ``<prefix>_report.html`` (the table and plots on one page, linking to each run's reports)
+    into ``output_dir``;
     ``reference`` is an earlier results JSON whose groups join the table (see the module doc)."""
     runs = [load_run(d) for d in run_dirs]
     rows = summarise_groups(runs)
@@ -207,16 +177,27 @@ def compare_runs(
     (output_dir / f"{prefix}.md").write_text(markdown_table(rows))
     (output_dir / f"{prefix}.json").write_text(json.dumps(rows, indent=2) + "\n")
     plots = [
-        plot_overlay(runs, "val_loss", "validation loss", output_dir / f"{prefix}_val_loss.png"),
-        plot_overlay(
-            runs, "val_acc", "validation accuracy (%)", output_dir / f"{prefix}_val_acc.png"
+        (
+            plot_overlay(
+                runs, "val_loss", "validation loss", output_dir / f"{prefix}_val_loss.png"
+            ),
+            "validation loss by epoch",
+        ),
+        (
+            plot_overlay(
+                runs, "val_acc", "validation accuracy (%)", output_dir / f"{prefix}_val_acc.png"
+            ),
+            "validation accuracy by epoch",
         ),
     ]
+    if any(run.test for run in runs):
+        scores = plot_scores(runs, output_dir / f"{prefix}_scores.png")
+        plots.append((scores, "each run's val and test accuracy"))
     write_comparison_report(
         output_dir / (f"{prefix}_report.html" if prefix else "report.html"),
         table_cells(rows),
         footnotes(rows),
-        list(zip(plots, ("validation loss by epoch", "validation accuracy by epoch"), strict=True)),
+        plots,
         [[Path(run) for run in row["runs"]] for row in rows],
     )
-    return {"rows": rows, "table": markdown_table(rows)}
+    return {"rows": rows, "table": markdown_table(rows), "plots": [png for png, _ in plots]}

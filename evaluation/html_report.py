@@ -184,7 +184,7 @@ def write_comparison_report(
         [
             f"<header><h1>{escape(title)}</h1></header>",
             section("Results", table([*header, "reports"], rendered), *paragraphs),
-            section("Validation by epoch", figures and f'<div class="grid">{figures}</div>'),
+            section("Plots", figures and f'<div class="grid">{figures}</div>'),
         ],
     )
 

@@ -82,6 +82,8 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner)
     assert row["max_val_acc_mean"] >= row["val_acc_mean"]
     for name in ("results.md", "results.json", "results_val_loss.png", "results_val_acc.png"):
         assert (tmp_path / "out" / name).is_file()
+    assert [p.name for p in result["plots"]][-1] == "results_scores.png"  # runs scored on test
+    assert (tmp_path / "out" / "results_scores.png").stat().st_size > 10_000
     assert "| smoke | 0, 1 |" in (tmp_path / "out" / "results.md").read_text()
     test_accs = [
         100 * json.loads((tmp_path / n / "eval-test/metrics.json").read_text())["accuracy"]
