@@ -121,6 +121,18 @@ def test_sweep_runs_resumes_and_skips(tmp_path: Path, run_in_process: CliRunner)
     assert "| other † | 5 |" in table and "| smoke | 0, 1 |" in table
 
 
+def write_run_records(run_dir: Path, best_epoch: int, epochs_run: int) -> dict[str, object]:
+    """The records of a one-epoch finished run named ``r`` in ``run_dir``; returns its summary."""
+    summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": best_epoch}
+    summary |= {"epochs_run": epochs_run, "train_seconds": 1.0, "hardware": "cpu"}
+    row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "metrics.json").write_text(json.dumps([row]))
+    return summary
+
+
 def fake_run(
     group: str, seed: int, acc: float, loss: float, test_acc: float | None = None
 ) -> RunResult:
@@ -191,13 +203,8 @@ def test_a_test_score_is_refused_unless_it_is_of_the_kept_best_pt_as_named(
     tmp_path: Path, wrong: dict[str, object], says: str
 ) -> None:
     run = tmp_path / "r"
-    summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": 4, "epochs_run": 6}
-    summary |= {"train_seconds": 1.0, "hardware": "cpu"}
-    row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
-    (run / "eval-test").mkdir(parents=True)
-    (run / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
-    (run / "summary.json").write_text(json.dumps(summary))
-    (run / "metrics.json").write_text(json.dumps([row]))
+    write_run_records(run, best_epoch=4, epochs_run=6)
+    (run / "eval-test").mkdir()
     scored = {"checkpoint": str(run / "best.pt"), "epoch": 4, "split": "test", "tta": "none"}
     scored |= {"accuracy": 0.5, "loss": 1.0}
     (run / "eval-test/metrics.json").write_text(json.dumps(scored))
@@ -395,12 +402,7 @@ def test_a_run_without_per_epoch_metrics_is_refused(tmp_path: Path) -> None:
 def test_unreadable_run_records_are_one_line(
     tmp_path: Path, name: str, text: str, message: str
 ) -> None:
-    summary = {"best_val_acc": 0.5, "best_val_loss": 1.0, "best_epoch": 1, "epochs_run": 1}
-    summary |= {"train_seconds": 1.0, "hardware": "cpu"}
-    row = {"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 1.0}
-    (tmp_path / "config.yaml").write_text("name: r\ntrain: {seed: 0}\n")
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "metrics.json").write_text(json.dumps([row]))
+    summary = write_run_records(tmp_path, best_epoch=1, epochs_run=1)
     assert load_run(tmp_path).summary == summary
     (tmp_path / name).write_text(text)
     with pytest.raises(UserError, match=message) as err:
