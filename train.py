@@ -114,8 +114,10 @@ def new_run_dir(args: argparse.Namespace, cfg: Config) -> Path:
 def train(cfg: Config, run_dir: Path, checkpoint: dict | None) -> None:
     try:
         fit(cfg, run_dir, checkpoint)
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(all_ranks_finished=False)
+        raise
+    shutdown_distributed(all_ranks_finished=True)
 
 
 def main() -> None:

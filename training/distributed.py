@@ -82,9 +82,16 @@ def init_distributed(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), local_rank, dist.get_world_size())
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(all_ranks_finished: bool) -> None:
+    """Leave the process group. After a run every rank finished, the ranks first meet at a
+    barrier: rank 0 still writes files after the last collective, and under gloo a rank that
+    tore its connections down first was seen to abort at exit. After an error a peer may
+    never arrive, so there is no barrier."""
+    if not dist.is_initialized():
+        return
+    if all_ranks_finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def training_device(cfg: TrainConfig, group: Distributed) -> torch.device:
