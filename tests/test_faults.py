@@ -318,6 +318,8 @@ def test_ctrl_c_while_the_imports_load_exits_130_without_a_traceback(
         "        if name == 'torch':\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "sys.meta_path.insert(0, InterruptOnTorch())\n"
+        # a shell's background job (nohup ... &) starts with SIGINT ignored; a terminal's does not
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"sys.argv = [{script!r}, '--config', 'smoke.yaml']\n"
         f"runpy.run_path({str(REPO / script)!r}, run_name='__main__')\n"
     )
