@@ -69,9 +69,17 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "precision": _distinct(m.summary.get("precision", "") for m in members),
                 "runs": [str(m.run_dir) for m in members],
                 **group_test_scores(members),
+                **group_time_budgets(members),
             }
         )
     return rows
+
+
+def group_time_budgets(members: list[RunResult]) -> dict[str, Any]:
+    """``time_budget``: each run's budget and plan (``summary.json``'s ``time_budget``), where
+    any run of the group trained to one; None for a run that did not."""
+    budgets = [m.summary.get("time_budget") for m in members]
+    return {"time_budget": budgets} if any(budgets) else {}
 
 
 def group_test_scores(members: list[RunResult]) -> dict[str, Any]:

@@ -42,15 +42,32 @@ def _test_cell(row: dict[str, Any], mode: str, measure: str) -> str:
     return _spread(mean, std, len(row["seeds"]) > 1, 2 if measure == "acc" else 4)
 
 
+def _budget_cell(row: dict[str, Any]) -> str:
+    """Each run's budget and the epochs planned for it: first from timed steps, then, where
+    the first epoch's time re-planned it, the final plan (``120 min: 13 -> 15``)."""
+    cells = []
+    for budget in row.get("time_budget", []):
+        if budget is None:
+            cells.append("none")
+            continue
+        first, final = budget["first_planned_epochs"], budget["planned_epochs"]
+        plan = str(final) if first in (None, final) else f"{first} → {final}"
+        cells.append(f"{budget['minutes']:g} min: {plan}")
+    return ", ".join(cells)
+
+
 def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     """The results table as text cells, the header first: what the markdown and the HTML show.
 
     Val acc and loss are those of the best-val-loss epoch (the kept ``best.pt``); max val acc is
     the highest accuracy of any epoch, for comparison with figures reported that way. Test
-    columns, where runs were scored on the test split, score that same ``best.pt``."""
+    columns, where runs were scored on the test split, score that same ``best.pt``. Where a
+    run trained to a time budget, a column gives the budget and the epochs planned for it."""
     with_deltas = any("vs" in r for r in rows)
+    with_budgets = any("time_budget" in r for r in rows)
     tests = test_columns(rows)
     header = TABLE_HEADER[:4] + [h for _, _, h in tests] + TABLE_HEADER[4:]
+    header += ["time budget: planned epochs"] if with_budgets else []
     change = "change in val acc / loss" + ("; test acc" if tests else "")
     cells = [header + ([change] if with_deltas else [])]
     for r in rows:
@@ -68,6 +85,7 @@ def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
                 str(r["median_epoch_s"]),
                 str(r["wall_time_min"]),
             ]
+            + ([_budget_cell(r)] if with_budgets else [])
             + ([_change(r)] if with_deltas else [])
         )
     return cells

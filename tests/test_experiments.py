@@ -188,6 +188,26 @@ def test_test_columns_show_groups_whose_every_run_was_scored() -> None:
     assert "only some runs were scored on the test split (baseline: 1 of 2)" in "\n".join(lines)
 
 
+def test_runs_trained_to_a_time_budget_show_their_plan() -> None:
+    replanned = fake_run("best-120min", 0, 0.85, 0.45)
+    replanned.summary["time_budget"] = {
+        "minutes": 120.0, "first_planned_epochs": 13, "planned_epochs": 15,
+        "epochs_run": 15, "minutes_used": 118.2,
+    }  # fmt: skip
+    as_planned = fake_run("best-60min", 0, 0.80, 0.55)
+    as_planned.summary["time_budget"] = {
+        "minutes": 60.0, "first_planned_epochs": 7, "planned_epochs": 7,
+        "epochs_run": 7, "minutes_used": 58.0,
+    }  # fmt: skip
+    rows = summarise_groups([replanned, as_planned, fake_run("best", 0, 0.9, 0.3)])
+    lines = markdown_table(rows).splitlines()
+    assert lines[0].endswith("| wall time (min) | time budget: planned epochs |")
+    assert lines[2].endswith("| 120 min: 13 → 15 |")
+    assert lines[3].endswith("| 60 min: 7 |")
+    assert lines[4].endswith("| 1.0 |  |")  # no budget: the cell stays empty
+    assert "time budget" not in markdown_table(rows[2:])  # no run had one: no column
+
+
 @pytest.mark.parametrize(
     ("wrong", "says"),
     [
