@@ -41,7 +41,9 @@ def test_never_more_than_train_epochs_nor_fewer_than_one() -> None:
     assert budget.fit_epochs(1e9, spent=0.0, done=0) == 1
 
 
-def test_a_budgeted_run_records_its_plan_and_resumes_with_it(tmp_path: Path) -> None:
+def test_a_budgeted_run_records_its_plan_and_resumes_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # 12 steps an epoch (360 images / 30): the plan comes from timed steps inside epoch 1
     cfg = tiny_config(
         "optimized", tmp_path, "train.epochs=40", "train.time_budget_minutes=0.15",
@@ -51,6 +53,7 @@ def test_a_budgeted_run_records_its_plan_and_resumes_with_it(tmp_path: Path) -> 
     fit(cfg, tmp_path / "run", stop_after_epochs=1)
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["run_state"]["budget"]
     assert saved["first_plan"] is not None and 1 <= saved["planned_epochs"] < 40
+    assert f"epoch   1/{saved['planned_epochs']} |" in capsys.readouterr().out  # not of 40
     fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     plan = summary["time_budget"]

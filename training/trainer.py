@@ -285,7 +285,7 @@ def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
     run.save(state, improved)
     if run.dist.is_main:
         write_history(state.history, run.run_dir)
-        tqdm.write(format_epoch(row, run.cfg.train.epochs, improved))
+        tqdm.write(format_epoch(row, run.epochs, improved))
 
 
 def stopped(signum: int, state: RunState, run_dir: Path) -> Exception:
