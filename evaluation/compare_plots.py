@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from evaluation.run_records import RunResult
 
@@ -32,6 +33,7 @@ def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Pa
             epochs, values, style, color=colour, marker="o", ms=2, lw=1.2, label=run.run_dir.name
         )
     ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} by epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no ticks between epochs
     if key.endswith("loss"):  # an unstable first epoch can be 100x the rest
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
