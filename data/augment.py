@@ -86,7 +86,11 @@ class BatchTransform:
     def augments(self) -> bool:
         return self.hflip or self.crop_padding > 0 or self.cutout > 0
 
-    def __call__(self, images: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, images: Tensor, gen: torch.Generator | None = None, side: int | None = None
+    ) -> Tensor:
+        """``side`` replaces ``input_side`` for this batch (progressive resizing)."""
+        side = side or self.input_side
         if self.augments:
             if gen is None:
                 raise ValueError("an augmenting transform needs a torch.Generator")
@@ -98,8 +102,8 @@ class BatchTransform:
         out = torch.addcmul(shift, images.float(), scale)
         if self.cutout:
             out = random_cutout(out, self.cutout, gen)
-        if self.input_side is not None and out.shape[-1] != self.input_side:
-            out = F.interpolate(out, size=self.input_side, mode="bilinear", antialias=True)
+        if side is not None and out.shape[-1] != side:
+            out = F.interpolate(out, size=side, mode="bilinear", antialias=True)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out

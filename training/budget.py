@@ -1,4 +1,5 @@
-"""Training to a time budget: plan the epoch count that fits, lay the schedule out for it.
+"""Training to a budget: of time (plan the epoch count that fits, lay the schedule out for it)
+or of compute (``steps_within``: the steps that a number of FLOPs buys).
 
 The run times a few steps after the first ones (which set kernels up), estimates an epoch
 with its validation pass, and plans the largest number of epochs (at most ``train.epochs``)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 WARMUP_STEPS = 2  # untimed: the first steps set up kernels
@@ -103,3 +105,19 @@ class TimeBudget:
 
     def state_dict(self) -> dict[str, float | int | bool | None]:
         return asdict(self.plan)
+
+
+def steps_within(budget_gflop: float, run_gflop: Callable[[int], float]) -> int:
+    """The most steps (at least one) whose run, laid out over them, costs at most
+    ``budget_gflop``. ``run_gflop(steps)`` is the cost of such a run; it grows with the steps
+    (progressive resizing makes each step's side depend on the total, hence the search)."""
+    high = 1
+    while run_gflop(high) <= budget_gflop:
+        high *= 2
+    low = high // 2
+    if low == 0:
+        return 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if run_gflop(middle) <= budget_gflop else (low, middle)
+    return low

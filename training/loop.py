@@ -22,7 +22,7 @@ from data.augment import BatchTransform
 from data.mix import BatchMixer
 from evaluation.inference import predict
 from training.ema import WeightAverage
-from training.schedule import LrSchedule
+from training.schedule import LrSchedule, SideSchedule
 from utils.errors import UserError
 
 Batches = Iterable[tuple[Tensor, Tensor]]
@@ -41,6 +41,7 @@ class EpochStats:
     seen: int = 0
     steps: int = 0  # batches consumed, including skipped ones
     skipped: int = 0
+    gflop: float = 0.0  # training compute of the steps taken (training/compute.py)
     interrupted: bool = False
 
     @property
@@ -65,6 +66,9 @@ class StepContext:
     skip_nonfinite: bool = False
     mixer: BatchMixer | None = None  # MixUp / CutMix
     ema: WeightAverage | None = None  # updated after every optimiser step
+    sides: SideSchedule | None = None  # progressive resizing; None: the transform's side
+    # forward + backward GFLOP of one training image at a side
+    gflop_per_image: Callable[[int], float] = lambda _side: 0.0
     frozen_norms: list[nn.Module] = field(default_factory=list)  # kept in eval mode
     # given this rank's answer, True when the loss is finite on every rank, so that all ranks
     # skip or stop together
@@ -188,8 +192,11 @@ def train_one_epoch(
         batches, total=total, initial=stats.steps, desc=hooks.desc, leave=False, disable=disable
     )
     for images, labels in bar:
-        result = train_step(ctx, transform(images, gen), labels, first_step + stats.steps, gen)
+        step = first_step + stats.steps
+        inputs = transform(images, gen, ctx.sides.side(step) if ctx.sides else None)
+        result = train_step(ctx, inputs, labels, step, gen)
         stats.steps += 1
+        stats.gflop += len(labels) * ctx.gflop_per_image(inputs.shape[-1])
         if result is None:
             stats.skipped += 1
         else:

@@ -34,6 +34,7 @@ class RunState:
     best_val_acc: float = 0.0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    train_pflop: float = 0.0  # training compute spent (training/compute.py)
     partial_epoch: dict[str, Any] | None = None  # sums and RNG of an epoch cut short
     world_size: int | None = None  # processes that trained; a resume must use as many
     budget: dict[str, Any] | None = None  # the time-budget plan (training/budget.py)

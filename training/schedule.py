@@ -1,4 +1,4 @@
-"""Learning-rate schedules as a pure function of the global step.
+"""The learning rate and the training input side as pure functions of the global step.
 
 A schedule holds no state besides the step, so resuming needs only the step count, and the
 checkpoint stays plain tensors and numbers.
@@ -15,12 +15,19 @@ class LrSchedule:
     """``lr(step)`` for constant, step, cosine and one-cycle schedules, with linear warmup."""
 
     def __init__(
-        self, cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int
+        self,
+        cfg: ScheduleConfig,
+        base_lr: float,
+        epochs: int,
+        steps_per_epoch: int,
+        total_steps: int | None = None,
     ) -> None:
+        """Laid out over ``epochs`` x ``steps_per_epoch`` steps, or ``total_steps`` when given
+        (a budget that ends inside an epoch)."""
         self.cfg = cfg
         self.base_lr = base_lr
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = max(1, epochs * steps_per_epoch)
+        self.total_steps = max(1, total_steps or epochs * steps_per_epoch)
         self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(self, step: int) -> float:
@@ -45,3 +52,26 @@ class LrSchedule:
 
     def lr(self, step: int) -> float:
         return self.base_lr * self.factor(step)
+
+
+SIDE_MULTIPLE = 4  # progressive sides are rounded down to this, so few shapes are compiled
+
+
+class SideSchedule:
+    """``side(step)``: the training input side under progressive resizing. It grows linearly
+    from ``start_side`` at the first step to ``full_side`` at ``until`` (a fraction of the
+    steps), rounded down to a multiple of 4, and stays at ``full_side`` from there; without a
+    ``start_side`` it is always ``full_side``."""
+
+    def __init__(
+        self, full_side: int, total_steps: int, start_side: int | None, until: float
+    ) -> None:
+        self.full_side = full_side
+        self.start_side = start_side
+        self.ramp_steps = until * max(1, total_steps)
+
+    def side(self, step: int) -> int:
+        if self.start_side is None or step >= self.ramp_steps:
+            return self.full_side
+        side = self.start_side + (self.full_side - self.start_side) * step / self.ramp_steps
+        return max(self.start_side, int(side) // SIDE_MULTIPLE * SIDE_MULTIPLE)

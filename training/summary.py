@@ -40,6 +40,7 @@ def epoch_row(
     state.step += train.steps
     state.epoch += 1
     state.train_seconds += epoch_seconds
+    state.train_pflop += dist.sum([train.gflop])[0] / 1e6
     row: dict[str, Any] = {"epoch": state.epoch}
     for name in ("train", "val"):
         row |= {f"{name}_loss": totals[name].loss, f"{name}_acc": totals[name].accuracy}
@@ -48,6 +49,7 @@ def epoch_row(
         "epoch_time_s": round(epoch_seconds, 2),
         "images_per_s": round(totals["train"].seen / train_seconds, 1),
         "skipped_steps": train.skipped,
+        "train_pflop": round(state.train_pflop, 6),  # cumulative
     }
     if "raw_val" in totals:
         row |= {"raw_val_loss": totals["raw_val"].loss, "raw_val_acc": totals["raw_val"].accuracy}
@@ -60,7 +62,7 @@ def format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
         f"epoch {row['epoch']:>3}/{epochs} | train loss {row['train_loss']:.4f} "
         f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
         f"{' *' if improved else '  '}| lr {row['lr']:.4g} | {row['epoch_time_s']:.1f} s "
-        f"({row['images_per_s']:.0f} img/s)"
+        f"({row['images_per_s']:.0f} img/s) | {row['train_pflop']:.3g} PFLOP"
     )
 
 
@@ -79,6 +81,7 @@ def write_summary(
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "train_seconds": round(state.train_seconds, 1),
+        "train_pflop": round(state.train_pflop, 6),
         "hardware": hardware,
         "precision": fast_path.precision,
         "nchw_stages": list(fast_path.nchw_stages),

@@ -6,6 +6,8 @@ Takes a typed ``Config`` and a run directory; knows nothing of YAML files or the
 
 from __future__ import annotations
 
+import functools
+import itertools
 import signal
 import sys
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from data import check_same_data, create_data
 from data.mix import BatchMixer
 from models import apply_layout, create_model, model_args
 from training.autotune import choose_fast_path
+from training.compute import train_gflop_per_image
 from training.distributed import (
     Distributed,
     check_same_world_size,
@@ -48,7 +51,7 @@ from training.loop import (
     train_one_epoch,
 )
 from training.optimizer import build_optimizer
-from training.run import Run, fits_budget, relay_schedule, time_budget
+from training.run import Run, compute_budget_steps, fits_budget, relay_schedule, time_budget
 from training.run_state import RunState, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
@@ -109,6 +112,9 @@ def fit(
         mixer=mixer if mixer.enabled else None,
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
         all_finite=lambda finite: not dist.any(not finite),
+        gflop_per_image=functools.partial(
+            train_gflop_per_image, model_args(cfg.model, len(data.class_names))
+        ),
     )
     stopper = EarlyStopping(**vars(cfg.early_stopping))
     run = Run(cfg, run_dir, dist, device, fast_path, data, model, optimizer, stopper, ctx)
@@ -117,13 +123,13 @@ def fit(
         state = restore(checkpoint, model, optimizer, stopper, ctx.scaler, ctx.ema)
         state.world_size = dist.world_size
     run.budget = time_budget(cfg, data, state)
+    run.budget_steps = compute_budget_steps(cfg, data, dist.world_size, ctx.gflop_per_image)
     if dist.is_main:
         resumed_at = (
             state.step + (state.partial_epoch or {}).get("steps", 0) if checkpoint else None
         )
         run.tensorboard = TensorBoardLog(run_dir, cfg.train.tensorboard, resumed_at)
-    if run.budget is not None:  # a resumed budget may have planned fewer epochs
-        relay_schedule(run)
+    relay_schedule(run)  # for the steps a budget planned, with the sides they train at
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = f"{describe_hardware(device)} x{dist.world_size}"
@@ -244,11 +250,12 @@ def train_epoch(
     hooks = EpochHooks(
         should_stop, clock.due, save, after_step, dist.is_main, f"epoch {epoch + 1}/{run.epochs}"
     )
-    batches = run.data.train.batches(epoch, start_batch=stats.steps)
+    # a compute budget may end inside the last epoch
+    steps = min(len(run.data.train), run.total_steps - state.step)
+    batches = itertools.islice(run.data.train.batches(epoch, start_batch=stats.steps), steps)
     try:
         stats = train_one_epoch(
-            run.ctx, batches, run.data.train_transform, gen, state.step, len(run.data.train),
-            stats, hooks,
+            run.ctx, batches, run.data.train_transform, gen, state.step, steps, stats, hooks,
         )  # fmt: skip
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None

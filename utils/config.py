@@ -57,6 +57,11 @@ class DataConfig:
     crop_padding: int = _range(0, 0, 64)  # random crop after padding by this much; 0: off
     crop_padding_mode: str = _choice("zeros", "reflect")  # what the crop's padding holds
     cutout: int = _range(0, 0, 1024)  # side of a square blanked per training image; 0: off
+    # progressive resizing: training images start at this side and grow linearly to the full
+    # input side, reached after progressive_until of the steps; evaluation always runs at the
+    # full side. null: off
+    progressive_from: int | None = _range(None, 8, 1024)
+    progressive_until: float = _range(0.75, 0.0, 1.0, low_open=True)
     # mean/std: "dataset" from the training split, "imagenet" ImageNet's; auto: ImageNet's
     # with model.pretrained: imagenet, else the data set's
     normalization: str = _choice("auto", "dataset", "imagenet")
@@ -153,6 +158,9 @@ class TrainConfig:
     # plan the epochs (at most train.epochs) that fit this many minutes of training and
     # validation, and lay the schedule out for them (training/budget.py); null: train.epochs
     time_budget_minutes: float | None = _range(None, 0.0, None, low_open=True)
+    # train for this many PFLOP (forward + backward, counted per input side) and lay the
+    # schedule out in steps to end on it: the same run on any machine; null: train.epochs
+    budget_pflop: float | None = _range(None, 0.0, None, low_open=True)
     sync_batchnorm: bool = False  # under torchrun on CUDA: batch statistics over all ranks
 
 
@@ -197,6 +205,10 @@ def _check_combinations(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.unfreeze_epoch: needs model.freeze")
     if config.optim.nesterov and config.optim.momentum == 0:
         raise ConfigError(f"{source}: optim.nesterov: needs optim.momentum > 0")
+    if config.train.budget_pflop is not None and config.train.time_budget_minutes is not None:
+        raise ConfigError(
+            f"{source}: train.budget_pflop: a run has one budget; unset train.time_budget_minutes"
+        )
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
