@@ -88,9 +88,17 @@ def create_data(
     input_side = cfg.image_size or train_loader.stored_side
     train_tf, eval_tf = make_transforms(cfg, mean, std, input_side, channels_last)
     return DataBundle(
-        train_loader, val_loader, train_tf, eval_tf, train.class_names, mean, std, val_indices,
-        data_fingerprint(full.labels), input_side,
-    )  # fmt: skip
+        train=train_loader,
+        val=val_loader,
+        train_transform=train_tf,
+        eval_transform=eval_tf,
+        class_names=train.class_names,
+        mean=mean,
+        std=std,
+        val_indices=val_indices,
+        fingerprint=data_fingerprint(full.labels),
+        input_side=input_side,
+    )
 
 
 def without_unreadable(
@@ -138,9 +146,15 @@ def make_transforms(
 ) -> tuple[BatchTransform, BatchTransform]:
     """The training transform (with the configured augmentation) and the evaluation one."""
     train = BatchTransform(
-        mean, std, cfg.hflip, cfg.crop_padding, input_side, channels_last, cfg.cutout,
-        cfg.crop_padding_mode,
-    )  # fmt: skip
+        mean,
+        std,
+        hflip=cfg.hflip,
+        crop_padding=cfg.crop_padding,
+        input_side=input_side,
+        channels_last=channels_last,
+        cutout=cfg.cutout,
+        crop_padding_mode=cfg.crop_padding_mode,
+    )
     evaluation = BatchTransform(mean, std, input_side=input_side, channels_last=channels_last)
     return train, evaluation
 
@@ -193,12 +207,21 @@ def make_loader(
     ``side`` by the workers) for files."""
     where = {"device": shard.device, "rank": shard.rank, "world_size": shard.world_size}
     if isinstance(images, ImageSet):
-        return InMemoryLoader(images.images, images.labels, batch_size, shuffle, seed, **where)
+        return InMemoryLoader(
+            images.images, images.labels, batch_size=batch_size, shuffle=shuffle, seed=seed, **where
+        )
     assert side is not None
     return StreamingLoader(
-        images.files, images.labels, side, batch_size, shuffle, seed,
-        num_workers=cfg.num_workers, skip_bad=cfg.skip_bad_images, **where,
-    )  # fmt: skip
+        images.files,
+        images.labels,
+        size=side,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        num_workers=cfg.num_workers,
+        skip_bad=cfg.skip_bad_images,
+        **where,
+    )
 
 
 def stream_side(cfg: DataConfig, images: Images) -> int:

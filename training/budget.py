@@ -15,6 +15,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from data import DataBundle
+from training.schedule import side_schedule
+from utils.config import Config
 
 WARMUP_STEPS = 2  # untimed: the first steps set up kernels
 TIMED_STEPS = 8
@@ -92,8 +97,9 @@ class TimeBudget:
         self.plan.planned_epochs = self.fit_epochs(epoch_seconds, spent, done)
         return self.plan.planned_epochs != before
 
-    def next_epoch_fits(self, last_epoch_seconds: float, spent: float) -> bool:
-        return spent + last_epoch_seconds <= self.seconds
+    def next_epoch_fits(self, last_epoch_seconds: float | None, spent: float) -> bool:
+        """Whether another epoch, timed as the last one, fits; always before the first."""
+        return last_epoch_seconds is None or spent + last_epoch_seconds <= self.seconds
 
     def describe(self) -> str:
         plan = self.plan
@@ -121,3 +127,38 @@ def steps_within(budget_gflop: float, run_gflop: Callable[[int], float]) -> int:
         middle = (low + high) // 2
         low, high = (middle, high) if run_gflop(middle) <= budget_gflop else (low, middle)
     return low
+
+
+def time_budget(
+    cfg: Config, data: DataBundle, saved_plan: dict[str, Any] | None
+) -> TimeBudget | None:
+    """The run's time budget, new or as a resumed run planned it; None without one."""
+    minutes = cfg.train.time_budget_minutes
+    if minutes is None:
+        return None
+    val_share = len(data.val.labels) / len(data.train.labels)
+    if saved_plan is not None:
+        return TimeBudget(BudgetPlan(**saved_plan), len(data.train), val_share)
+    return TimeBudget.new(minutes, cfg.train.epochs, len(data.train), val_share)
+
+
+def compute_budget_steps(
+    cfg: Config, data: DataBundle, world_size: int, gflop_per_image: Callable[[int], float]
+) -> int | None:
+    """The steps that ``train.budget_pflop`` buys, over all ranks; None without that budget.
+    Each step costs its images (a shorter last batch per epoch) at its side."""
+    if cfg.train.budget_pflop is None:
+        return None
+    steps_per_epoch, batch = len(data.train), cfg.data.batch_size
+    last_batch = min(batch, data.train.shard_size() - (steps_per_epoch - 1) * batch)
+
+    def run_gflop(total_steps: int) -> float:
+        sides = side_schedule(cfg, data.input_side, total_steps)
+        gflop = 0.0
+        for step in range(total_steps):
+            last = step % steps_per_epoch == steps_per_epoch - 1
+            images = (last_batch if last else batch) * world_size
+            gflop += images * gflop_per_image(sides.side(step) if sides else data.input_side)
+        return gflop
+
+    return steps_within(cfg.train.budget_pflop * 1e6, run_gflop)

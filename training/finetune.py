@@ -1,4 +1,5 @@
-"""Fine-tuning: start from a pretrained backbone, keep chosen stages frozen for a while."""
+"""Fine-tuning: settle what a pretrained start implies, and load the pretrained backbone.
+Keeping stages frozen for a while is ``training/freeze.py``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from tqdm import tqdm
 
 from models.pretrained import IMAGENET, IMAGENET_SIDE, load_backbone, pretrained_state_dict
 from training.distributed import Distributed
-from training.freeze import set_frozen
-from training.run import Run
 from utils.config import Config
-from utils.errors import ConfigError
 
 
 def with_pretrained_defaults(cfg: Config) -> Config:
@@ -35,15 +33,3 @@ def start_from_pretrained(
     load_backbone(model, pretrained_state_dict(source), source)
     if dist.is_main:
         tqdm.write(f"weights from {source}, all but fc, which is re-made for {num_classes} classes")
-
-
-def update_frozen_stages(run: Run, epochs_done: int) -> None:
-    """``model.freeze`` stages are frozen until ``train.unfreeze_epoch`` (1-based) begins."""
-    stages = run.cfg.model.frozen_stages
-    if stages and run.dist.enabled:  # DDP fixes the parameters that get gradients at start
-        raise ConfigError("model.freeze is for single-process runs; unset it under torchrun")
-    until = run.cfg.train.unfreeze_epoch
-    frozen = bool(stages) and (until is None or epochs_done + 1 < until)
-    run.ctx.frozen_norms = set_frozen(run.model, stages, frozen) if stages else []
-    if stages and not frozen and epochs_done + 1 == until and run.dist.is_main:
-        tqdm.write(f"epoch {until}: {', '.join(stages)} unfrozen")

@@ -8,6 +8,11 @@ eval mode, so their running statistics stay those of the pretrained weights.
 from __future__ import annotations
 
 from torch import nn
+from tqdm import tqdm
+
+from training.distributed import Distributed
+from utils.config import Config
+from utils.errors import ConfigError
 
 
 def stage_modules(model: nn.Module, stages: list[str]) -> list[nn.Module]:
@@ -25,3 +30,21 @@ def set_frozen(model: nn.Module, stages: list[str], frozen: bool) -> list[nn.Mod
             parameter.requires_grad_(not frozen)
         norms += [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     return norms if frozen else []
+
+
+def frozen_norms_for_epoch(
+    cfg: Config, model: nn.Module, epochs_done: int, dist: Distributed
+) -> list[nn.Module]:
+    """Freeze or unfreeze ``model.freeze`` stages for the epoch about to begin: frozen until
+    ``train.unfreeze_epoch`` (1-based) begins. Returns the BatchNorm layers to keep in eval
+    mode."""
+    stages = cfg.model.frozen_stages
+    if not stages:
+        return []
+    if dist.enabled:  # DDP fixes the parameters that get gradients at start
+        raise ConfigError("model.freeze is for single-process runs; unset it under torchrun")
+    until = cfg.train.unfreeze_epoch
+    frozen = until is None or epochs_done + 1 < until
+    if not frozen and epochs_done + 1 == until and dist.is_main:
+        tqdm.write(f"epoch {until}: {', '.join(stages)} unfrozen")
+    return set_frozen(model, stages, frozen)

@@ -8,7 +8,6 @@ what a step does (a loss on mixed batches, an average of the weights) goes there
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -74,6 +73,14 @@ class StepContext:
     # skip or stop together
     all_finite: Callable[[bool], bool] = lambda finite: finite
 
+    def replan(self, schedule: LrSchedule, sides: SideSchedule | None) -> None:
+        """Follow schedules laid out anew (a budget planned the run's steps)."""
+        self.schedule, self.sides = schedule, sides
+
+    def keep_frozen(self, norms: list[nn.Module]) -> None:
+        """Hold these BatchNorm layers in eval mode while training (frozen stages)."""
+        self.frozen_norms = norms
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match."""
@@ -120,32 +127,7 @@ def train_step(
     return loss_value, int(correct_count)
 
 
-class Stopwatch:
-    """Seconds spent on an epoch, counting those before a stop when it is resumed."""
-
-    def __init__(self, prior_seconds: float = 0.0) -> None:
-        self.prior_seconds = prior_seconds
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return self.prior_seconds + time.perf_counter() - self.start
-
-
-class SaveClock:
-    """Says when ``minutes`` have passed since it was last restarted; never, for None."""
-
-    def __init__(self, minutes: float | None) -> None:
-        self.seconds = None if minutes is None else minutes * 60
-        self.restart()
-
-    def restart(self) -> None:
-        self.since = time.monotonic()
-
-    def due(self) -> bool:
-        return self.seconds is not None and time.monotonic() - self.since >= self.seconds
-
-
-def partial_epoch(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
+def partial_epoch_record(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
     """What a checkpoint keeps of an epoch cut short: its sums, its augmentation RNG, its time."""
     return {**vars(stats), "interrupted": False, "generator": gen.get_state(), "seconds": seconds}
 
@@ -158,8 +140,8 @@ def never() -> bool:
 class EpochHooks:
     """What the epoch loop asks after each step: stop now? save now (and how)?"""
 
-    should_stop: Callable[[], bool] = never
-    should_save: Callable[[], bool] = never
+    stop_requested: Callable[[], bool] = never
+    save_due: Callable[[], bool] = never
     save: Callable[[EpochStats], None] = lambda _stats: None
     after_step: Callable[[EpochStats], None] = lambda _stats: None
     progress: bool = True
@@ -176,8 +158,8 @@ def train_one_epoch(
     stats: EpochStats | None = None,
     hooks: EpochHooks | None = None,
 ) -> EpochStats:
-    """Train on ``batches`` until they run out or ``hooks.should_stop()`` turns true after a
-    step; ``hooks.save(stats)`` runs whenever ``hooks.should_save()`` does.
+    """Train on ``batches`` until they run out or ``hooks.stop_requested()`` turns true after
+    a step; ``hooks.save(stats)`` runs whenever ``hooks.save_due()`` does.
 
     ``stats`` carries the sums of a partly done epoch when resuming it; the returned stats are
     cumulative and ``interrupted`` says whether the epoch was cut short.
@@ -206,10 +188,10 @@ def train_one_epoch(
             stats.seen += len(labels)
             bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
         hooks.after_step(stats)
-        if hooks.should_stop():
+        if hooks.stop_requested():
             stats.interrupted = stats.steps < total
             break
-        if stats.steps < total and hooks.should_save():
+        if stats.steps < total and hooks.save_due():
             hooks.save(stats)
     bar.close()
     return stats

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from utils.config import ScheduleConfig
+from utils.config import Config, ScheduleConfig
+from utils.errors import ConfigError
 
 
 class LrSchedule:
@@ -75,3 +76,16 @@ class SideSchedule:
             return self.full_side
         side = self.start_side + (self.full_side - self.start_side) * step / self.ramp_steps
         return max(self.start_side, int(side) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+
+
+def side_schedule(cfg: Config, full_side: int, total_steps: int) -> SideSchedule | None:
+    """Progressive resizing over ``total_steps``; None when ``data.progressive_from`` is off."""
+    start = cfg.data.progressive_from
+    if start is None:
+        return None
+    if start >= full_side:
+        raise ConfigError(
+            f"data.progressive_from: {start} is not below the input side, {full_side}; lower "
+            "it or unset it"
+        )
+    return SideSchedule(full_side, total_steps, start, cfg.data.progressive_until)

@@ -26,21 +26,17 @@ def summed_over_ranks(dist: Distributed, stats: EpochStats) -> EpochStats:
 
 def epoch_row(
     dist: Distributed,
-    lr: float,
-    state: RunState,
     scores: dict[str, EpochStats],
+    *,
+    state: RunState,
+    lr: float,
     train_seconds: float,
     epoch_seconds: float,
 ) -> dict[str, Any]:
-    """Count the finished epoch in ``state`` and append its metrics, summed over all ranks,
-    to ``state.history``; returns that row. ``scores`` holds "train", "val" and optionally
-    "raw_val" (the raw weights beside an average), each giving ``<name>_loss``/``_acc``."""
+    """The metrics of the epoch ``state`` has just counted, summed over all ranks. ``scores``
+    holds "train", "val" and optionally "raw_val" (the raw weights beside an average), each
+    giving ``<name>_loss``/``_acc``."""
     totals = {name: summed_over_ranks(dist, stats) for name, stats in scores.items()}
-    train = scores["train"]
-    state.step += train.steps
-    state.epoch += 1
-    state.train_seconds += epoch_seconds
-    state.train_pflop += dist.sum([train.gflop])[0] / 1e6
     row: dict[str, Any] = {"epoch": state.epoch}
     for name in ("train", "val"):
         row |= {f"{name}_loss": totals[name].loss, f"{name}_acc": totals[name].accuracy}
@@ -48,12 +44,11 @@ def epoch_row(
         "lr": lr,
         "epoch_time_s": round(epoch_seconds, 2),
         "images_per_s": round(totals["train"].seen / train_seconds, 1),
-        "skipped_steps": train.skipped,
+        "skipped_steps": scores["train"].skipped,
         "train_pflop": round(state.train_pflop, 6),  # cumulative
     }
     if "raw_val" in totals:
         row |= {"raw_val_loss": totals["raw_val"].loss, "raw_val_acc": totals["raw_val"].accuracy}
-    state.history.append(row)
     return row
 
 

@@ -1,11 +1,12 @@
-"""``fit``, the training recipe: device and resume state -> data, model, optimiser, schedule ->
-fast path -> epochs (train, validate, save).
+"""``fit``, the training recipe: where to train -> data and model -> fast path -> optimiser,
+step and run state -> epochs (train, validate, count, save) -> summary.
 
 Takes a typed ``Config`` and a run directory; knows nothing of YAML files or the command line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import signal
@@ -19,10 +20,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data import check_same_data, create_data
+from data import DataBundle, check_same_data, create_data
 from data.mix import BatchMixer
 from models import apply_layout, create_model, model_args
 from training.autotune import choose_fast_path
+from training.budget import compute_budget_steps, time_budget
+from training.clocks import SaveClock, Stopwatch
 from training.compute import train_gflop_per_image
 from training.distributed import (
     Distributed,
@@ -32,26 +35,21 @@ from training.distributed import (
 )
 from training.early_stopping import EarlyStopping
 from training.ema import WeightAverage
-from training.finetune import (
-    start_from_pretrained,
-    update_frozen_stages,
-    with_pretrained_defaults,
-)
+from training.finetune import start_from_pretrained, with_pretrained_defaults
+from training.freeze import frozen_norms_for_epoch
 from training.interrupt import StopOnSignal, stopped_by_signal
 from training.loop import (
     EpochHooks,
     EpochStats,
     NonFiniteLossError,
-    SaveClock,
     StepContext,
-    Stopwatch,
     epoch_generator,
     evaluate_loss_accuracy,
-    partial_epoch,
+    partial_epoch_record,
     train_one_epoch,
 )
 from training.optimizer import build_optimizer
-from training.run import Run, compute_budget_steps, fits_budget, relay_schedule, time_budget
+from training.run import Run
 from training.run_state import RunState, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
@@ -97,75 +95,86 @@ def fit(
             cfg.train, device, dist, model, data.input_side, cfg.data.batch_size
         )
     model, train_module = prepare_model(model, cfg.train, fast_path, dist, device)
-    # 4. Optimiser, schedule, loss, early stopping.
-    lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
-    optimizer = build_optimizer(model, cfg.optim, lr)
-    mixer = BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha)
-    ctx = StepContext(
-        model=train_module,
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
-        schedule=LrSchedule(cfg.schedule, lr, cfg.train.epochs, len(data.train)),
-        autocast=fast_path.autocast(device),
-        scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
-        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
-        mixer=mixer if mixer.enabled else None,
-        ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
-        all_finite=lambda finite: not dist.any(not finite),
-        gflop_per_image=functools.partial(
-            train_gflop_per_image, model_args(cfg.model, len(data.class_names))
+    # 4. The step's objects, early stopping, and the run's progress (restored on resume).
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        dist=dist,
+        device=device,
+        fast_path=fast_path,
+        data=data,
+        model=model,
+        early_stopping=EarlyStopping(**vars(cfg.early_stopping)),
+        ctx=step_context(
+            cfg, data, fast_path=fast_path, dist=dist, model=model, train_module=train_module
         ),
     )
-    stopper = EarlyStopping(**vars(cfg.early_stopping))
-    run = Run(cfg, run_dir, dist, device, fast_path, data, model, optimizer, stopper, ctx)
     state = RunState(world_size=dist.world_size)
     if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, stopper, ctx.scaler, ctx.ema)
-        state.world_size = dist.world_size
-    run.budget = time_budget(cfg, data, state)
-    run.budget_steps = compute_budget_steps(cfg, data, dist.world_size, ctx.gflop_per_image)
-    if dist.is_main:
-        resumed_at = (
-            state.step + (state.partial_epoch or {}).get("steps", 0) if checkpoint else None
+        state = restore(
+            checkpoint,
+            model,
+            run.ctx.optimizer,
+            run.early_stopping,
+            scaler=run.ctx.scaler,
+            ema=run.ctx.ema,
         )
-        run.tensorboard = TensorBoardLog(run_dir, cfg.train.tensorboard, resumed_at)
-    relay_schedule(run)  # for the steps a budget planned, with the sides they train at
+        state.world_size = dist.world_size
+    # 5. Budgets, and the schedules laid out for the steps they buy.
+    run.budget = time_budget(cfg, data, state.budget)
+    run.budget_steps = compute_budget_steps(cfg, data, dist.world_size, run.ctx.gflop_per_image)
+    run.replan_schedules()
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
     hardware = f"{describe_hardware(device)} x{dist.world_size}"
     if dist.is_main:
+        run.tensorboard = TensorBoardLog(run_dir, cfg.train.tensorboard, resumed_step(state))
         start_run_dir(run, hardware)
-    # 5. Epochs: train, validate, save; a signal stops at the next step with the place saved.
+    # 6. Epochs: train, validate, count, save; a signal stops at the next step, place saved.
     first_epoch = state.epoch
-    with StopOnSignal() as stop:
+    with StopOnSignal() as signals:
 
-        def should_stop() -> bool:
-            return dist.any(stop.requested())
+        def stop_requested() -> bool:
+            return dist.any(signals.requested())
 
-        while state.epoch < run.epochs and not state.stopped_early and fits_budget(run, state):
+        while state.epoch < run.epochs and not state.stopped_early and fits_time(run, state):
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
-            update_frozen_stages(run, state.epoch)
-            stats, started = train_epoch(run, state, should_stop)
-            if stats.interrupted:
-                if dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
-                    state.partial_epoch = None
-                else:
+            run.ctx.keep_frozen(frozen_norms_for_epoch(cfg, model, state.epoch, dist))
+            epoch = train_epoch_with_saves(run, state, stop_requested)
+            if epoch.partial is not None:
+                if not dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
+                    state.partial_epoch = epoch.partial
                     run.save(state)
-                raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
-            train_seconds = started.elapsed()
-            scores = {"train": stats, **validate(run)}
-            last_lr = run.ctx.schedule.lr(state.step + stats.steps - 1)
-            row = epoch_row(dist, last_lr, state, scores, train_seconds, started.elapsed())
+                raise signal_stop(signals.signum, state, run_dir)
+            state.partial_epoch = None
+            train_seconds = epoch.stopwatch.elapsed()
+            scores = {"train": epoch.stats, **validate(run)}
+            epoch_seconds = epoch.stopwatch.elapsed()
+            state.epoch += 1
+            state.step += epoch.stats.steps
+            state.train_seconds += epoch_seconds
+            state.train_pflop += dist.sum([epoch.stats.gflop])[0] / 1e6
+            row = epoch_row(
+                dist,
+                scores,
+                state=state,
+                lr=run.ctx.schedule.lr(state.step - 1),
+                train_seconds=train_seconds,
+                epoch_seconds=epoch_seconds,
+            )
+            state.history.append(row)
             if run.budget and run.budget.after_epoch(
                 row["epoch_time_s"], state.train_seconds, state.epoch
             ):
-                relay_schedule(run, announce=True)
+                run.replan_schedules(announce=True)
+            state.stopped_early = dist.broadcast_from_main(
+                run.early_stopping.update(row["val_loss"])
+            )
             finish_epoch(run, state, row)
-            if run.tensorboard:
-                run.tensorboard.epoch(state.step, row)
-            if should_stop() and state.epoch < run.epochs and not state.stopped_early:
-                raise stopped(stop.signum or signal.SIGTERM, state, run_dir)
+            if stop_requested() and state.epoch < run.epochs and not state.stopped_early:
+                raise signal_stop(signals.signum, state, run_dir)
+    # 7. The outcome.
     if dist.is_main:
         write_summary(state, run_dir, hardware, fast_path, run.budget)
         run.tensorboard.finish(
@@ -173,6 +182,35 @@ def fit(
             {"best_val_loss": state.best_val_loss, "best_val_acc": state.best_val_acc},
         )
     return state
+
+
+def step_context(
+    cfg: Config,
+    data: DataBundle,
+    *,
+    fast_path: FastPath,
+    dist: Distributed,
+    model: nn.Module,
+    train_module: nn.Module,
+) -> StepContext:
+    """The objects a training step uses: optimiser, loss, precision, mixing, weight average.
+    The schedules are laid out once the budget is known (``Run.replan_schedules``)."""
+    lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
+    mixer = BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha)
+    arguments = model_args(cfg.model, len(data.class_names))
+    return StepContext(
+        model=train_module,
+        optimizer=build_optimizer(model, cfg.optim, lr),
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+        schedule=LrSchedule(cfg.schedule, lr, cfg.train.epochs, len(data.train)),
+        autocast=fast_path.autocast(next(model.parameters()).device),
+        scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
+        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
+        mixer=mixer if mixer.enabled else None,
+        ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
+        gflop_per_image=functools.partial(train_gflop_per_image, arguments),
+        all_finite=lambda finite: not dist.any(not finite),
+    )
 
 
 def prepare_model(
@@ -195,6 +233,13 @@ def prepare_model(
     return model, torch.compile(train_module) if cfg.compile else train_module
 
 
+def resumed_step(state: RunState) -> int | None:
+    """The global step a resumed run goes on from (into a partly done epoch); None when new."""
+    if not state.epoch and state.partial_epoch is None:
+        return None
+    return state.step + (state.partial_epoch or {}).get("steps", 0)
+
+
 def start_run_dir(run: Run, hardware: str) -> None:
     """Write the resolved config beside the run and say what is about to train."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -213,13 +258,28 @@ def start_run_dir(run: Run, hardware: str) -> None:
         )
 
 
-def train_epoch(
-    run: Run, state: RunState, should_stop: Callable[[], bool]
-) -> tuple[EpochStats, Stopwatch]:
-    """Train one epoch, or the rest of a partial one. Every ``train.save_every_minutes`` the
-    partial epoch goes to last.pt as a stop would save it, and training goes on unchanged
-    (single-process only: under torchrun an epoch cut short restarts). When ``should_stop()``
-    cuts the epoch short, ``state.partial_epoch`` holds where it stopped."""
+def fits_time(run: Run, state: RunState) -> bool:
+    """Without a time budget, always; with one, while the next epoch, timed as the last, fits."""
+    if run.budget is None:
+        return True
+    last = state.history[-1]["epoch_time_s"] if state.history else None
+    return run.budget.next_epoch_fits(last, state.train_seconds)
+
+
+@dataclasses.dataclass
+class EpochResult:
+    stats: EpochStats  # cumulative over the epoch, resumed part included
+    stopwatch: Stopwatch  # the epoch's seconds so far
+    partial: dict[str, Any] | None  # where a stop cut the epoch short; None when it ran out
+
+
+def train_epoch_with_saves(
+    run: Run, state: RunState, stop_requested: Callable[[], bool]
+) -> EpochResult:
+    """Train one epoch, or the rest of a partial one, to the end of the epoch or of the
+    budget's steps. Every ``train.save_every_minutes`` the partial epoch goes to last.pt as a
+    stop would save it, and training goes on unchanged (single-process only: under torchrun
+    an epoch cut short restarts)."""
     cfg, dist, epoch = run.cfg, run.dist, state.epoch
     gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
     stats, prior_seconds = EpochStats(), 0.0
@@ -228,41 +288,51 @@ def train_epoch(
         gen.set_state(partial.pop("generator"))
         prior_seconds = partial.pop("seconds", 0.0)
         stats = EpochStats(**partial)
-    started = Stopwatch(prior_seconds)
+    stopwatch = Stopwatch(prior_seconds)
     clock = SaveClock(None if dist.enabled else cfg.train.save_every_minutes)
 
     def save(stats: EpochStats) -> None:
-        state.partial_epoch = partial_epoch(stats, gen, started.elapsed())
-        run.save(state)
+        record = partial_epoch_record(stats, gen, stopwatch.elapsed())
+        run.save(dataclasses.replace(state, partial_epoch=record))
         clock.restart()
 
     if run.tensorboard:
         run.tensorboard.start_epoch(stats.loss_sum, stats.seen)
 
     def after_step(stats: EpochStats) -> None:
+        step = state.step + stats.steps
         if run.tensorboard:
-            lr = run.ctx.schedule.lr(state.step + stats.steps - 1)
-            run.tensorboard.step(state.step + stats.steps, stats.loss_sum, stats.seen, lr)
-        spent = state.train_seconds + started.elapsed()
+            lr = run.ctx.schedule.lr(step - 1)
+            run.tensorboard.step(step, stats.loss_sum, stats.seen, lr)
+        spent = state.train_seconds + stopwatch.elapsed()
         if run.budget is not None and run.budget.after_step(stats.steps, spent):
-            relay_schedule(run, announce=True)
+            run.replan_schedules(announce=True)
 
     hooks = EpochHooks(
-        should_stop, clock.due, save, after_step, dist.is_main, f"epoch {epoch + 1}/{run.epochs}"
+        stop_requested=stop_requested,
+        save_due=clock.due,
+        save=save,
+        after_step=after_step,
+        progress=dist.is_main,
+        desc=f"epoch {epoch + 1}/{run.epochs}",
     )
-    # a compute budget may end inside the last epoch
-    steps = min(len(run.data.train), run.total_steps - state.step)
+    steps = min(len(run.data.train), run.total_steps - state.step)  # a budget may end early
     batches = itertools.islice(run.data.train.batches(epoch, start_batch=stats.steps), steps)
     try:
         stats = train_one_epoch(
-            run.ctx, batches, run.data.train_transform, gen, state.step, steps, stats, hooks,
-        )  # fmt: skip
+            run.ctx,
+            batches,
+            run.data.train_transform,
+            gen=gen,
+            first_step=state.step,
+            total=steps,
+            stats=stats,
+            hooks=hooks,
+        )
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"epoch {epoch + 1}: {err}") from None
-    state.partial_epoch = None
-    if stats.interrupted:
-        state.partial_epoch = partial_epoch(stats, gen, started.elapsed())
-    return stats, started
+    partial = partial_epoch_record(stats, gen, stopwatch.elapsed()) if stats.interrupted else None
+    return EpochResult(stats, stopwatch, partial)
 
 
 def validate(run: Run) -> dict[str, EpochStats]:
@@ -276,15 +346,19 @@ def validate(run: Run) -> dict[str, EpochStats]:
     for name, model in models.items():
         run.dist.share_buffers_from_main(model)
         scores[name] = evaluate_loss_accuracy(
-            model, run.data.val.batches(), run.data.eval_transform, run.ctx.autocast,
-            len(run.data.val), progress=run.dist.is_main,
-        )  # fmt: skip
+            model,
+            run.data.val.batches(),
+            run.data.eval_transform,
+            run.ctx.autocast,
+            total=len(run.data.val),
+            progress=run.dist.is_main,
+        )
     return scores
 
 
 def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
-    """Early-stopping decision (rank 0's, broadcast), best tracking, checkpoints, logs."""
-    state.stopped_early = run.dist.broadcast_from_main(run.stopper.update(row["val_loss"]))
+    """Keep the epoch of ``row`` as the best when its validation loss is the lowest yet, save
+    (best.pt too when it is), and log it."""
     improved = row["val_loss"] < state.best_val_loss
     if improved:
         state.best_epoch = row["epoch"]
@@ -293,9 +367,10 @@ def finish_epoch(run: Run, state: RunState, row: dict[str, Any]) -> None:
     if run.dist.is_main:
         write_history(state.history, run.run_dir)
         tqdm.write(format_epoch(row, run.epochs, improved))
+        run.tensorboard.epoch(state.step, row)
 
 
-def stopped(signum: int, state: RunState, run_dir: Path) -> Exception:
+def signal_stop(signum: int | None, state: RunState, run_dir: Path) -> Exception:
     """The error that ends a run stopped by a signal, saying where and how to resume."""
     steps = state.partial_epoch["steps"] if state.partial_epoch else None
-    return stopped_by_signal(signum, state.epoch, steps, run_dir)
+    return stopped_by_signal(signum or signal.SIGTERM, state.epoch, steps, run_dir)
