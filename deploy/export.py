@@ -4,10 +4,14 @@ Every format holds the weights evaluation scores (``scored_weights``: the moving
 the run kept one), in float32 whatever precision the run trained in: a serving runtime chooses
 its own. ONNX and .pt2 hold the whole graph with a dynamic batch dimension; safetensors holds the
 weights alone, rebuilt with ``create_model(**metadata["model_args"])`` (``deploy/load.py``).
+
+Each file and its JSON sidecar is written atomically (``utils/safe_write.py``): a kill during an
+export keeps the file it would have replaced, and a failed write is one line naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from torch import Tensor, nn
 from deploy.metadata import encode_properties, export_metadata, write_sidecar
 from models import create_model
 from utils.checkpoint import load_state, scored_weights
+from utils.safe_write import atomic_path, atomic_write
 
 FORMATS = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
@@ -64,7 +69,6 @@ def export_checkpoint(
     if softmax and fmt == "safetensors":
         raise ValueError("safetensors holds weights alone: there is no graph to add a softmax to")
     metadata = export_metadata(checkpoint, softmax)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         save_weights(checkpoint, metadata, path)
     else:
@@ -97,16 +101,22 @@ def export_onnx(model: nn.Module, example: Tensor, metadata: dict[str, Any], pat
     )
     program.model.metadata_props.update(encode_properties(metadata))
     # One self-contained file: a ResNet-18 is far below protobuf's 2 GB limit.
-    program.save(str(path), external_data=False)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
 
 
 def export_pt2(model: nn.Module, example: Tensor, metadata: dict[str, Any], path: Path) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_batch())
-    torch.export.save(program, path, extra_files={PT2_METADATA: json.dumps(metadata)})
+    # Into memory first: torch's zip writer, failing on a full disk, aborts the process when it
+    # is collected later (its destructor throws), so it must never meet a failing file.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={PT2_METADATA: json.dumps(metadata)})
+    atomic_write(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def save_weights(checkpoint: dict[str, Any], metadata: dict[str, Any], path: Path) -> None:
-    from safetensors.torch import save_file  # an optional extra (requirements-export.txt)
+    from safetensors.torch import save  # an optional extra (requirements-export.txt)
 
     weights = {name: tensor.contiguous() for name, tensor in scored_weights(checkpoint).items()}
-    save_file(weights, str(path), metadata=encode_properties(metadata))
+    data = save(weights, metadata=encode_properties(metadata))
+    atomic_write(path, lambda file: file.write(data))

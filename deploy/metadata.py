@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from utils.checkpoint import steps_into_next_epoch
 from utils.errors import CheckpointError
+from utils.safe_write import write_text_atomic
 
 METADATA_VERSION = 1
 # What data/datasets.resize_square and data/augment.BatchTransform do at evaluation.
@@ -42,7 +44,9 @@ def export_metadata(checkpoint: dict[str, Any], softmax: bool) -> dict[str, Any]
         "model_args": dict(checkpoint["model_args"]),
         # graphs (ONNX, pt2) already divide their logits by it; safetensors weights do not
         "temperature": float(checkpoint.get("temperature", 1.0)),
+        # a last.pt saved inside an epoch holds this many of the next epoch's steps
         "epoch": checkpoint.get("epoch"),
+        "steps_into_next_epoch": steps_into_next_epoch(checkpoint),
     }
 
 
@@ -64,5 +68,5 @@ def sidecar_path(path: Path) -> Path:
 def write_sidecar(metadata: dict[str, Any], path: Path) -> Path:
     """Write the metadata of the exported file ``path`` beside it; returns the JSON's path."""
     sidecar = sidecar_path(path)
-    sidecar.write_text(json.dumps(metadata, indent=2) + "\n")
+    write_text_atomic(sidecar, json.dumps(metadata, indent=2) + "\n")
     return sidecar

@@ -27,6 +27,7 @@ from evaluation.results_table import footnotes, markdown_table, table_cells
 from evaluation.run_records import RunResult, load_run
 from utils.errors import UserError
 from utils.run_log import TTA_MODES
+from utils.safe_write import write_text_atomic
 
 
 def _distinct(values: Iterable[str]) -> str:
@@ -182,8 +183,8 @@ def compare_runs(
         rows = merge_reference(load_reference_rows(reference), rows, str(reference))
     add_deltas(rows)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{prefix}.md").write_text(markdown_table(rows))
-    (output_dir / f"{prefix}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(output_dir / f"{prefix}.md", markdown_table(rows))
+    write_text_atomic(output_dir / f"{prefix}.json", json.dumps(rows, indent=2) + "\n")
     plots = [
         (
             plot_overlay(

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from evaluation.plots import save_figure
 from evaluation.run_records import RunResult
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -38,9 +39,7 @@ def plot_overlay(runs: list[RunResult], key: str, ylabel: str, path: Path) -> Pa
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_scores(runs: list[RunResult], path: Path) -> Path:
@@ -74,6 +73,4 @@ def plot_scores(runs: list[RunResult], path: Path) -> Path:
     ax.set(ylabel="accuracy (%)", title="val and test accuracy of each run (kept best.pt)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

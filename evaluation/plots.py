@@ -17,7 +17,8 @@ from evaluation.calibration import ReliabilityBins
 from utils.safe_write import atomic_write
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically (``utils/safe_write.py``) and close it."""
     atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
@@ -47,7 +48,7 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ax.set(xlabel="epoch", ylabel=title.lower(), title=title)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(cm: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -68,7 +69,7 @@ def plot_confusion_matrix(cm: list[list[int]], class_names: list[str], path: Pat
                 color = "white" if rates[i][j] > 0.5 else "black"
                 ax.text(j, i, cm[i][j], ha="center", va="center", fontsize=8, color=color)
     ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class_accuracy(per_class: dict[str, dict[str, float]], path: Path) -> Path:
@@ -81,7 +82,7 @@ def plot_per_class_accuracy(per_class: dict[str, dict[str, float]], path: Path) 
     ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], padding=3, fontsize=8)
     ax.set(xlim=(0, 1.12), xlabel="accuracy", title="Per-class accuracy")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_misclassified(
@@ -105,7 +106,7 @@ def plot_misclassified(
     if count == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability_diagram(bins: ReliabilityBins, ece: float, path: Path) -> Path:
@@ -140,4 +141,4 @@ def plot_reliability_diagram(bins: ReliabilityBins, ece: float, path: Path) -> P
     ax.legend(loc="upper left")
     ax_count.bar(centres, bins.counts.tolist(), width=width * 0.95, color="tab:grey")
     ax_count.set(xlabel="confidence (top probability)", ylabel="images", yscale="log")
-    return _save(fig, path)
+    return save_figure(fig, path)

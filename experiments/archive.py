@@ -12,11 +12,11 @@ every results table and plot can be rebuilt on any machine, after the checkpoint
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from utils.cli import run_cli
 from utils.errors import UserError
+from utils.safe_write import copy_atomic
 
 RECORD_FILES = ("config.yaml", "summary.json", "metrics.json", "metrics.csv")
 
@@ -31,10 +31,9 @@ def archive_run(run_dir: Path, destination: Path) -> Path:
         raise UserError(f"{run_dir} is already in {destination}")
     target.mkdir(parents=True, exist_ok=True)
     for name in RECORD_FILES:
-        shutil.copyfile(run_dir / name, target / name)
+        copy_atomic(run_dir / name, target / name)
     for metrics in run_dir.glob("eval-*/metrics.json"):
-        (target / metrics.parent.name).mkdir(exist_ok=True)
-        shutil.copyfile(metrics, target / metrics.parent.name / metrics.name)
+        copy_atomic(metrics, target / metrics.parent.name / metrics.name)
     return target
 
 
