@@ -4,6 +4,9 @@ The lock is ``flock``, which the operating system releases when its process ends
 ends: a crashed or killed run leaves nothing that blocks its resume. A second training in the
 same directory (the same ``--run-name``, the same second-resolution default name, a
 ``--resume`` of a run still training) is refused at once. Under torchrun rank 0 holds it.
+
+Holding the lock, a run removes the temporary files that writers killed mid-write (a
+``kill -9`` during a save) left in the directory: no live process can be writing them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.safe_write import naming_write_errors
+from utils.safe_write import naming_write_errors, remove_stale_temporaries
 
 LOCK_NAME = ".lock"
 
@@ -45,6 +48,7 @@ def claim_run_dir(run_dir: Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        remove_stale_temporaries(run_dir)  # a killed writer's; none can be live while we hold it
         yield
     finally:
         if created:
