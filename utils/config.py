@@ -18,7 +18,7 @@ import yaml
 from utils.config_check import build_checked
 from utils.errors import ConfigError
 from utils.safe_write import write_text_atomic
-from utils.yaml_file import DuplicateKeyError, parse_yaml, read_yaml
+from utils.yaml_file import DuplicateKeyError, YamlLimitError, excerpt, parse_yaml, read_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREEZABLE_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -198,8 +198,8 @@ def _check_combinations(config: Config, source: str) -> None:
     unknown = [name for name in stages if name not in FREEZABLE_STAGES]
     if unknown:
         raise ConfigError(
-            f"{source}: model.freeze: unknown stage {unknown[0]!r}; expected a comma-separated "
-            f"list of {', '.join(FREEZABLE_STAGES)}"
+            f"{source}: model.freeze: unknown stage {excerpt(unknown[0])}; expected a "
+            f"comma-separated list of {', '.join(FREEZABLE_STAGES)}"
         )
     if config.train.unfreeze_epoch is not None and not stages:
         raise ConfigError(f"{source}: train.unfreeze_epoch: needs model.freeze")
@@ -227,22 +227,24 @@ def resolve_config_path(name: str) -> Path:
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply ``section.key=value`` to ``raw`` in place; the value is parsed as YAML."""
+    """Apply ``section.key=value`` to ``raw`` in place; the value is parsed as YAML by the one
+    strict loader (``utils/yaml_file.py``)."""
     key, sep, text = assignment.partition("=")
+    shown = excerpt(assignment)
     if not sep or not key.strip():
-        raise ConfigError(f"override {assignment!r}: expected the form section.key=value")
+        raise ConfigError(f"override {shown}: expected the form section.key=value")
     try:
         value = parse_yaml(text)
-    except DuplicateKeyError as err:
-        raise ConfigError(f"override {assignment!r}: {err}") from None
+    except (DuplicateKeyError, YamlLimitError) as err:
+        raise ConfigError(f"override {shown}: {err}") from None
     except yaml.YAMLError:
-        raise ConfigError(f"override {assignment!r}: the value is not valid YAML") from None
+        raise ConfigError(f"override {shown}: the value is not valid YAML") from None
     *parents, leaf = key.strip().split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {assignment!r}: {part} is not a section")
+            raise ConfigError(f"override {shown}: {excerpt(part)} is not a section")
     node[leaf] = value
 
 
@@ -265,3 +267,42 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML beside a run (atomically; it always loads back)."""
     write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+ABSENT = object()  # a key one of two configs lacks
+
+
+def edited_config_warning(run_dir: Path, stored: dict[str, Any]) -> str | None:
+    """A warning line when ``<run>/config.yaml`` no longer matches ``stored``, the config in
+    the checkpoint being resumed (someone edited the file): a resume uses the stored config and
+    then rewrites the file, so the edit would otherwise vanish unnoticed. None when they match
+    or the file is missing."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        on_disk = flat_keys(read_yaml(path))
+    except ConfigError as err:
+        return f"warning: {err}; it is rewritten from the checkpoint's stored config"
+    in_checkpoint = flat_keys(stored)
+    keys = on_disk.keys() | in_checkpoint.keys()
+    changed = sorted(k for k in keys if on_disk.get(k, ABSENT) != in_checkpoint.get(k, ABSENT))
+    if not changed:
+        return None
+    key = changed[0]
+    return (
+        f"warning: {path}: edited ({key}: {excerpt(on_disk.get(key))} in the file, "
+        f"{excerpt(in_checkpoint.get(key))} in the checkpoint); a resume uses the checkpoint's "
+        "config and rewrites the file; change a key that may change with --set KEY=VALUE"
+    )
+
+
+def flat_keys(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat |= flat_keys(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

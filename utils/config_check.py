@@ -1,7 +1,8 @@
 """Checking a raw mapping against a config dataclass, field by field: types, bounds, choices.
 
 A mistake is one ``ConfigError`` naming the source, the dotted key and what was expected.
-Numbers must be finite, whether they come from a file or a ``--set`` override.
+Numbers must be finite, whether they come from a file or a ``--set`` override. A message
+quotes a bad value by a short excerpt (``utils.yaml_file.excerpt``), never in full.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typing
 from typing import Any
 
 from utils.errors import ConfigError
+from utils.yaml_file import excerpt
 
 _FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -41,7 +43,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             return value
         if kind in (int, float) and _is_number(value, kind):
             return _checked_number(value, kind, where)
-    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_describe(hint)}, got {excerpt(value)}")
 
 
 def _is_number(value: Any, kind: type) -> bool:
@@ -62,14 +64,16 @@ def _checked_number(value: Any, kind: type, where: str) -> int | float:
     must fit in 64 bits, as torch's do."""
     if kind is int:
         if not -(2**63) <= value < 2**63:
-            raise ConfigError(f"{where}: expected an integer of at most 64 bits, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected an integer of at most 64 bits, got {excerpt(value)}"
+            )
         return value
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite number, got {excerpt(value)}")
     return number
 
 
@@ -77,7 +81,7 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{where}: expected one of {list(meta['choices'])}, got {value!r}")
+        raise ConfigError(f"{where}: expected one of {list(meta['choices'])}, got {excerpt(value)}")
     low, high = meta.get("low"), meta.get("high")
     low_open, high_open = meta.get("low_open", False), meta.get("high_open", False)
     too_low = low is not None and (value <= low if low_open else value < low)
@@ -89,20 +93,20 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
             span = f"{'>' if low_open else '>='} {low}"
         else:
             span = f"{'<' if high_open else '<='} {high}"
-        raise ConfigError(f"{where}: expected a value {span}, got {value!r}")
+        raise ConfigError(f"{where}: expected a value {span}, got {excerpt(value)}")
 
 
 def build_checked(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys, bad types and values."""
     if not isinstance(raw, dict):
         where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {excerpt(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for name, value in raw.items():
         # keys read from YAML can be anything: quote the odd ones so a message stays one line
-        key = prefix + (name if isinstance(name, str) and name.isidentifier() else repr(name))
+        key = prefix + (name if isinstance(name, str) and name.isidentifier() else excerpt(name))
         if name not in fields:
             raise ConfigError(f"{source}: {key}: unknown key; expected one of {sorted(fields)}")
         if dataclasses.is_dataclass(hints[name]):
