@@ -30,6 +30,7 @@ with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
     )
     from utils.errors import CheckpointError, UserError
     from utils.run_lock import claim_run_dir
+    from utils.run_names import run_directory
 
 
 def parse_args() -> argparse.Namespace:
@@ -107,8 +108,11 @@ def resume(args: argparse.Namespace, path: Path) -> tuple[Config, dict]:
 
 
 def new_run_dir(args: argparse.Namespace, cfg: Config) -> Path:
-    name = args.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path(cfg.output_dir) / name
+    """``<output_dir>/<run name>``: the name one folder name, its folder inside output_dir."""
+    if args.run_name is not None:
+        return run_directory(Path(cfg.output_dir), args.run_name, "--run-name")
+    name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return run_directory(Path(cfg.output_dir), name, f"{args.config}: name")
 
 
 def train(cfg: Config, run_dir: Path, checkpoint: dict | None) -> None:

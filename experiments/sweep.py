@@ -30,12 +30,12 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
 from experiments.archive import archive_run
 from utils.cli import run_cli
 from utils.errors import UserError
 from utils.run_log import EVAL_SPLITS, TTA_MODES, eval_folder
+from utils.run_names import check_run_name, run_directory
+from utils.yaml_file import excerpt, read_yaml_file
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN_KEYS = {"name", "config", "set"}
@@ -50,14 +50,11 @@ class PlannedRun:
 
 
 def read_plan(path: Path) -> list[PlannedRun]:
-    """The runs of a plan file; a missing file or a malformed entry stops with a message."""
+    """The runs of a plan file, read with the strict YAML loader (``utils/yaml_file.py``); a
+    missing file, a malformed entry or a name that is not one folder name stops with a line."""
     if not path.is_file():
         raise UserError(f"plan {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        first_line = str(err).splitlines()[0]
-        raise UserError(f"{path}: not valid YAML ({first_line})") from None
+    raw = read_yaml_file(path)
     entries = raw.get("runs") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{path}: expected 'runs:' with a list of {{name, config, set}}")
@@ -71,17 +68,18 @@ def read_plan(path: Path) -> list[PlannedRun]:
 def planned_run(entry: object, path: Path) -> PlannedRun:
     """One entry of a plan: a name, a config and optionally ``set``, a list of KEY=VALUE."""
     if not isinstance(entry, dict) or not {"name", "config"} <= entry.keys():
-        raise UserError(f"{path}: every run needs a name and a config, got {entry!r}")
-    if unknown := sorted(entry.keys() - PLAN_KEYS):
+        raise UserError(f"{path}: every run needs a name and a config, got {excerpt(entry)}")
+    name = check_run_name(str(entry["name"]), f"{path}: run {excerpt(entry['name'])}")
+    if unknown := sorted(map(str, entry.keys() - PLAN_KEYS)):
         raise UserError(
-            f"{path}: run {entry['name']}: unknown key {unknown[0]!r} (allowed: name, config, set)"
+            f"{path}: run {name}: unknown key {excerpt(unknown[0])} (allowed: name, config, set)"
         )
     overrides = entry.get("set", [])
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise UserError(
-            f"{path}: run {entry['name']}: 'set' must be a list of KEY=VALUE, got {overrides!r}"
+            f"{path}: run {name}: 'set' must be a list of KEY=VALUE, got {excerpt(overrides)}"
         )
-    return PlannedRun(str(entry["name"]), str(entry["config"]), overrides)
+    return PlannedRun(name, str(entry["config"]), overrides)
 
 
 def select_runs(plan: list[PlannedRun], only: list[str] | None) -> list[PlannedRun]:
@@ -194,7 +192,8 @@ def run_sweep(
     there (``experiments/archive.py``)."""
     failures = 0
     for index, run in enumerate(plan, 1):
-        label, run_dir = f"[{index}/{len(plan)}] {run.name}", output_dir / run.name
+        label = f"[{index}/{len(plan)}] {run.name}"
+        run_dir = run_directory(output_dir, run.name, f"run {run.name}")
         if (run_dir / "summary.json").is_file():
             print(f"{label}: done, skipped", flush=True)
         elif not run_step(label, train_command(run, run_dir, data_root)):
