@@ -10,20 +10,77 @@ counts; a test score of any other checkpoint is an error.
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.errors import UserError
-from utils.run_log import TTA_MODES, eval_folder, read_history
+from utils.run_log import TTA_MODES, eval_folder
+from utils.yaml_file import excerpt, read_yaml
 
-SUMMARY_KEYS = (
-    "best_val_acc", "best_val_loss", "best_epoch", "epochs_run", "train_seconds", "hardware",
-)  # fmt: skip
-HISTORY_KEYS = ("epoch", "val_loss", "val_acc", "epoch_time_s")
+
+@dataclass(frozen=True)
+class Kind:
+    """What a record's value must be: ``accepts`` it, and ``expected`` says so in a message."""
+
+    accepts: Callable[[Any], bool]
+    expected: str
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+REAL = Kind(_is_real, "a number")
+FINITE = Kind(lambda v: _is_real(v) and math.isfinite(v), "a finite number")
+INTEGER = Kind(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+TEXT = Kind(lambda v: isinstance(v, str), "text")
+BUDGET = Kind(
+    lambda v: (
+        v is None
+        or (
+            isinstance(v, dict)
+            and FINITE.accepts(v.get("minutes"))
+            and INTEGER.accepts(v.get("planned_epochs"))
+            and (
+                v.get("first_planned_epochs") is None or INTEGER.accepts(v["first_planned_epochs"])
+            )
+        )
+    ),
+    "null or {minutes, planned_epochs, first_planned_epochs}",
+)
+
+# What a comparison reads from each record, with the kind each value must be: the records are
+# files a person can edit, and a string or a NaN would otherwise end in a traceback.
+SUMMARY_SCHEMA = {
+    "best_val_acc": FINITE,
+    "best_val_loss": FINITE,
+    "best_epoch": INTEGER,
+    "epochs_run": INTEGER,
+    "train_seconds": FINITE,
+    "hardware": TEXT,
+}
+SUMMARY_OPTIONAL = {"precision": TEXT, "time_budget": BUDGET}
+HISTORY_SCHEMA = {"epoch": INTEGER, "val_loss": REAL, "val_acc": REAL, "epoch_time_s": REAL}
+TEST_SCHEMA = {"accuracy": FINITE, "loss": FINITE, "checkpoint": TEXT, "split": TEXT}
+CONFIG_SCHEMA = {"name": TEXT}
+
+
+def check_record(
+    record: Any, where: str, schema: dict[str, Kind], optional: dict[str, Kind] | None = None
+) -> None:
+    """``record`` is a mapping with every key of ``schema`` (and of ``optional`` where present)
+    holding its kind; else one UserError naming ``where`` (the run's file) and the key."""
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a mapping, got {excerpt(record)}")
+    if missing := [key for key in schema if key not in record]:
+        raise UserError(f"{where} lacks {', '.join(missing)}")
+    for key, kind in {**schema, **(optional or {})}.items():
+        if key in record and not kind.accepts(record[key]):
+            raise UserError(f"{where}: {key} should be {kind.expected}, got {excerpt(record[key])}")
 
 
 @dataclass
@@ -41,27 +98,35 @@ class RunResult:
 
 
 def load_run(run_dir: Path) -> RunResult:
-    """A finished run's summary, per-epoch history and config; unreadable records stop with
-    one line naming the run."""
+    """A finished run's summary, per-epoch history and config, each checked against its schema;
+    a record that cannot be read or holds a wrong value stops with one line naming the run's
+    file and the key."""
     summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
     if not summary_path.is_file() or not config_path.is_file():
         raise UserError(f"{run_dir} is not a finished run (no summary.json or config.yaml)")
-    try:
-        history = read_history(run_dir)
-        config = yaml.safe_load(config_path.read_text())
-        group, seed = config["name"], config["train"]["seed"]
-        summary = json.loads(summary_path.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError) as err:
-        first_line = str(err).splitlines()[0]  # YAML errors go on to quote the text
-        message = f"{run_dir}: its records cannot be read ({type(err).__name__}: {first_line})"
-        raise UserError(message) from None
-    if not history:
+    config = read_yaml(config_path)  # the strict loader: bounded, one line on any failure
+    check_record(config, str(config_path), CONFIG_SCHEMA)
+    seed = config.get("train", {}).get("seed") if isinstance(config.get("train"), dict) else None
+    if not INTEGER.accepts(seed):
+        raise UserError(f"{config_path}: train.seed should be an integer, got {excerpt(seed)}")
+    history = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else []
+    if not isinstance(history, list) or not history:
         raise UserError(f"{run_dir} has no per-epoch metrics (metrics.json missing or empty)")
-    if missing := [key for key in SUMMARY_KEYS if key not in summary]:
-        raise UserError(f"{run_dir}/summary.json lacks {', '.join(missing)}")
-    if missing := sorted({key for row in history for key in HISTORY_KEYS if key not in row}):
-        raise UserError(f"{run_dir}/metrics.json lacks {', '.join(missing)}")
+    for index, row in enumerate(history):
+        check_record(row, f"{run_dir}/metrics.json: row {index + 1}", HISTORY_SCHEMA)
+    summary = read_json(summary_path)
+    check_record(summary, str(summary_path), SUMMARY_SCHEMA, SUMMARY_OPTIONAL)
+    group = config["name"]
     return RunResult(run_dir, group, seed, summary, history, test_scores(run_dir, summary))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; one that is not readable JSON is one UserError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # not JSON, not UTF-8, or not readable
+        first_line = str(err).splitlines()[0][:120]
+        raise UserError(f"{path} cannot be read ({type(err).__name__}: {first_line})") from None
 
 
 def test_scores(run_dir: Path, summary: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -72,13 +137,11 @@ def test_scores(run_dir: Path, summary: dict[str, Any]) -> dict[str, dict[str, f
         path = run_dir / eval_folder("test", tta) / "metrics.json"
         if not path.is_file():
             continue
-        try:
-            metrics = json.loads(path.read_text())
-            checkpoint = Path(metrics["checkpoint"])
-            scored = (metrics["split"], scored_tta(metrics), checkpoint.name, metrics["epoch"])
-            scores[tta] = {"acc": metrics["accuracy"], "loss": metrics["loss"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+        metrics = read_json(path)
+        check_record(metrics, str(path), TEST_SCHEMA)
+        checkpoint = Path(metrics["checkpoint"])
+        scored = (metrics["split"], scored_tta(metrics), checkpoint.name, metrics.get("epoch"))
+        scores[tta] = {"acc": metrics["accuracy"], "loss": metrics["loss"]}
         # the folder's name says what it holds; a rename, an --output-dir or an older
         # evaluate.py (which wrote every TTA mode into eval-test) could make it say otherwise
         kept = ("test", tta, "best.pt", summary["best_epoch"])
