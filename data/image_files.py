@@ -36,6 +36,11 @@ def expand(name: str) -> list[Path]:
         if files := images_under(path):
             return files
         raise DataError(f"{path} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    if path.exists():  # neither a regular file nor a folder
+        raise DataError(
+            f"{name}: not a regular file (a FIFO, a socket or a device); expected an image "
+            "file, a folder or a glob"
+        )
     if GLOB_CHARACTERS.isdisjoint(name):
         raise DataError(f"{name} does not exist; expected an image file, a folder or a glob")
     files = []
