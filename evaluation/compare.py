@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from evaluation.compare_plots import plot_overlay, plot_scores
+from evaluation.compare_plots import plot_accuracy_vs_compute, plot_overlay, plot_scores
 from evaluation.html_report import write_comparison_report
 from evaluation.results_table import footnotes, markdown_table, table_cells
 from evaluation.run_records import RunResult, load_run
@@ -65,6 +65,7 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "wall_time_min": round(
                     statistics.fmean(m.summary["train_seconds"] for m in members) / 60, 1
                 ),
+                **group_compute(members),
                 # " x1" (one process) is left out, as older runs did not write it
                 "hardware": _distinct(m.summary["hardware"].removesuffix(" x1") for m in members),
                 "precision": _distinct(m.summary.get("precision", "") for m in members),
@@ -74,6 +75,15 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def group_compute(members: list[RunResult]) -> dict[str, Any]:
+    """``train_pflop``: the mean training compute of the group's runs, where each recorded it
+    (``summary.json``; runs made before it was recorded have none)."""
+    pflop = [m.summary.get("train_pflop") for m in members]
+    if None in pflop:
+        return {}
+    return {"train_pflop": round(statistics.fmean(pflop), 3)}
 
 
 def group_time_budgets(members: list[RunResult]) -> dict[str, Any]:
@@ -173,7 +183,8 @@ def compare_runs(
     reference: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``<prefix>.md``, ``<prefix>.json``, two overlay plots, a plot of each run's val and
-    test accuracy (``<prefix>_scores.png``, when some run was scored on the test split) and
+    test accuracy (``<prefix>_scores.png``, when some run was scored on the test split), one of
+    accuracy against training PFLOP (``<prefix>_compute.png``, when some run recorded it) and
     ``<prefix>_report.html`` (the table and plots on one page, linking to each run's reports)
     into ``output_dir``;
     ``reference`` is an earlier results JSON whose groups join the table (see the module doc)."""
@@ -202,6 +213,9 @@ def compare_runs(
     if any(run.test for run in runs):
         scores = plot_scores(runs, output_dir / f"{prefix}_scores.png")
         plots.append((scores, "each run's val and test accuracy"))
+    if any("train_pflop" in run.summary for run in runs):
+        compute = plot_accuracy_vs_compute(runs, output_dir / f"{prefix}_compute.png")
+        plots.append((compute, "accuracy against training compute"))
     write_comparison_report(
         output_dir / (f"{prefix}_report.html" if prefix else "report.html"),
         table_cells(rows),

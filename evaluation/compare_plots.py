@@ -74,3 +74,31 @@ def plot_scores(runs: list[RunResult], path: Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_accuracy_vs_compute(runs: list[RunResult], path: Path) -> Path:
+    """Each run that recorded its training PFLOP as a point: its test accuracy as trained
+    (filled) where it was scored on the test split, else its val accuracy (hollow); one colour
+    per group, so recipes compare at equal compute."""
+    groups = list(dict.fromkeys(run.group for run in runs))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labelled: set[str] = set()
+    for run in runs:
+        if "train_pflop" not in run.summary:
+            continue
+        colour = f"C{groups.index(run.group) % 10}"
+        tested = "none" in run.test
+        accuracy = run.test["none"]["acc"] if tested else run.summary["best_val_acc"]
+        label = None if run.group in labelled else run.group
+        labelled.add(run.group)
+        fill = colour if tested else "none"
+        point = ([run.summary["train_pflop"]], [100 * accuracy])
+        ax.plot(*point, "o", ms=8, color=colour, mfc=fill, label=label)
+    ax.set(
+        xlabel="training compute (PFLOP, forward + backward)",
+        ylabel="accuracy (%): test filled, val hollow",
+        title="accuracy against training compute",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

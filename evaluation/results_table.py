@@ -65,8 +65,10 @@ def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     run trained to a time budget, a column gives the budget and the epochs planned for it."""
     with_deltas = any("vs" in r for r in rows)
     with_budgets = any("time_budget" in r for r in rows)
+    with_compute = any("train_pflop" in r for r in rows)
     tests = test_columns(rows)
     header = TABLE_HEADER[:4] + [h for _, _, h in tests] + TABLE_HEADER[4:]
+    header += ["training PFLOP"] if with_compute else []
     header += ["time budget: planned epochs"] if with_budgets else []
     change = "change in val acc / loss" + ("; test acc" if tests else "")
     cells = [header + ([change] if with_deltas else [])]
@@ -85,6 +87,7 @@ def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
                 str(r["median_epoch_s"]),
                 str(r["wall_time_min"]),
             ]
+            + ([f"{r['train_pflop']:g}" if "train_pflop" in r else ""] if with_compute else [])
             + ([_budget_cell(r)] if with_budgets else [])
             + ([_change(r)] if with_deltas else [])
         )

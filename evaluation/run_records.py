@@ -63,7 +63,7 @@ SUMMARY_SCHEMA = {
     "train_seconds": FINITE,
     "hardware": TEXT,
 }
-SUMMARY_OPTIONAL = {"precision": TEXT, "time_budget": BUDGET}
+SUMMARY_OPTIONAL = {"precision": TEXT, "time_budget": BUDGET, "train_pflop": FINITE}
 HISTORY_SCHEMA = {"epoch": INTEGER, "val_loss": REAL, "val_acc": REAL, "epoch_time_s": REAL}
 TEST_SCHEMA = {"accuracy": FINITE, "loss": FINITE, "checkpoint": TEXT, "split": TEXT}
 CONFIG_SCHEMA = {"name": TEXT}
