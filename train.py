@@ -25,6 +25,7 @@ with interrupts_exit():  # Ctrl-C while torch loads: exit 130, not a traceback
         Config,
         apply_override,
         config_from_dict,
+        edited_config_warning,
         load_config,
         resume_safe_keys,
     )
@@ -99,6 +100,8 @@ def resume(args: argparse.Namespace, path: Path) -> tuple[Config, dict]:
     """The stored config and checkpoint of the run to resume, with its best.pt as its record
     says (``restore_best``)."""
     cfg, checkpoint = resumed_config(args, path)
+    if note := edited_config_warning(path.parent, checkpoint["config"]):
+        print(note, file=sys.stderr)
     epoch, steps = checkpoint["epoch"], steps_into_next_epoch(checkpoint)
     within = f" and {steps} steps of epoch {epoch + 1}" if steps else ""
     print(f"resuming {path.parent} after epoch {epoch}{within}")

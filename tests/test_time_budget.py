@@ -67,3 +67,9 @@ def test_a_budgeted_run_records_its_plan_and_resumes_with_it(
     plan_of_last = plan["planned_epochs"] if len(history) > 1 else plan["first_planned_epochs"]
     schedule = LrSchedule(cfg.schedule, cfg.optim.lr, plan_of_last, 12)
     assert history[-1]["lr"] == pytest.approx(schedule.lr(12 * len(history) - 1))
+
+
+def test_a_budget_shorter_than_an_epoch_says_so() -> None:
+    short = TimeBudget(BudgetPlan(1, 50, 1, 1, 90.0), 30, 0.3)  # 1 minute, 1.5-minute epochs
+    assert "shorter than one epoch (about 1.50 min" in short.overrun_warning()
+    assert TimeBudget(BudgetPlan(10, 50, 6, 6, 90.0), 30, 0.3).overrun_warning() is None

@@ -109,6 +109,17 @@ class TimeBudget:
             f"-> {plan.planned_epochs} epochs planned (at most train.epochs={plan.max_epochs})"
         )
 
+    def overrun_warning(self) -> str | None:
+        """A warning when the budget is shorter than the one epoch a run always trains."""
+        epoch_s = self.plan.estimated_epoch_s
+        if epoch_s is None or epoch_s <= self.seconds:
+            return None
+        return (
+            f"warning: train.time_budget_minutes={self.plan.minutes:g} is shorter than one "
+            f"epoch (about {epoch_s / 60:.2f} min with validation); the run trains one whole "
+            "epoch. For a shorter run use train.budget_pflop, which can end inside an epoch"
+        )
+
     def state_dict(self) -> dict[str, float | int | bool | None]:
         return asdict(self.plan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,8 @@ class Run:
         self.ctx.replan(schedule, side_schedule(self.cfg, self.data.input_side, self.total_steps))
         if announce and self.dist.is_main and self.budget is not None:
             tqdm.write(self.budget.describe())
+            if warning := self.budget.overrun_warning():
+                tqdm.write(warning, file=sys.stderr)
 
     def save(self, state: RunState, improved: bool = False) -> None:
         """Write best.pt when ``improved``, then last.pt; only rank 0 writes.
