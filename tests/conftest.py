@@ -30,6 +30,7 @@ TINY = [
     "train.epochs=2",
     "train.precision=fp32",  # auto measures bf16 against fp32, which can vary run to run
     "train.layout_probe=false",  # likewise a timing
+    "train.device=cpu",  # the suite tests the CPU path on any machine; tests/test_cuda.py the GPU
 ]
 
 
@@ -42,6 +43,24 @@ def pytest_configure(config: pytest.Config) -> None:
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def cpu_only_children(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts a test starts see no GPU, unless the test is marked ``cuda``: a config that
+    leaves ``train.device: auto`` then trains on the CPU here too."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` run wherever CUDA is present and skip cleanly elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 def tiny_config(name: str, tmp_path: Path, *extra: str) -> Config:

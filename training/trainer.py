@@ -55,7 +55,7 @@ from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
 from training.tensorboard import TensorBoardLog
 from utils.config import Config, TrainConfig, config_to_dict, save_config
-from utils.device import emulated_bf16_warning, resolve_device
+from utils.device import configure_cuda, emulated_bf16_warning, resolve_device
 from utils.fast_path import FastPath, recorded_fast_path
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
@@ -74,6 +74,7 @@ def fit(
     cfg = with_pretrained_defaults(cfg)
     dist = init_distributed(resolve_device(cfg.train.device))
     device = training_device(cfg.train, dist)
+    configure_cuda(device, cfg.train.deterministic)
     if checkpoint is not None:
         check_same_world_size(checkpoint["run_state"].get("world_size"), dist.world_size)
     # 2. Data and model.
@@ -229,7 +230,11 @@ def prepare_model(
         if cfg.sync_batchnorm:
             model = train_module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [dist.local_rank] if device.type == "cuda" else None
-        train_module = DistributedDataParallel(model, device_ids=device_ids)
+        # no per-step buffer broadcast: training uses batch statistics, and validation and
+        # checkpoints take rank 0's running statistics (Distributed.share_buffers_from_main)
+        train_module = DistributedDataParallel(
+            model, device_ids=device_ids, broadcast_buffers=False
+        )
     return model, torch.compile(train_module) if cfg.compile else train_module
 
 

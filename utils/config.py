@@ -149,6 +149,9 @@ class TrainConfig:
     # clearly faster (training/layout.py); false keeps channels_last everywhere
     layout_probe: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
+    # on CUDA: deterministic kernels (no cudnn.benchmark, slower) for runs that repeat bitwise;
+    # false times cuDNN's kernels once per shape and keeps the fastest
+    deterministic: bool = False
     nonfinite_loss: str = _choice("stop", "skip", resume_safe=True)
     # also write last.pt inside an epoch once this many minutes have passed since the last save, so
     # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -29,6 +30,19 @@ def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"{setting}: mps was asked for but MPS is not available")
     return device
+
+
+def configure_cuda(device: torch.device, deterministic: bool) -> None:
+    """On CUDA, let cuDNN time its kernels once per input shape and keep the fastest, or, for
+    runs that must repeat bitwise, use deterministic kernels only (cuBLAS then needs a fixed
+    workspace, set before its first use). Nothing changes on other devices."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The device check for a GPU machine, in the repo root of a copy of the tree:
+#   bash benchmarks/gpu_check.sh OUT
+# It unpacks ../shared/data/cifar10-jpg.tar.gz, runs the CUDA tests, then a results grid:
+# configs/budget.yaml at 0.75 PFLOP for seeds 0-2, best.yaml for 30 epochs (seed 0),
+# baseline.yaml and optimized.yaml (seed 0), each scored once on the test split. Everything it
+# measures goes under OUT (logs, run records, test scores, timings.txt); each part is
+# time-boxed so the whole check stays within about 8 minutes on one GPU.
+set -uo pipefail
+out=$(realpath -m "${1:?usage: bash benchmarks/gpu_check.sh OUT}")
+mkdir -p "$out/runs"
+timings="$out/timings.txt"
+work=$(mktemp -d)
+export RESNET18_DATA_ROOT="$work/cifar10-jpg"
+
+part() {  # part NAME SECONDS COMMAND...: run a time-boxed part, log it and time it
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    echo "$name: rc $rc, $((SECONDS - start)) s" | tee -a "$timings"
+}
+
+part unpack 60 tar -xzf ../shared/data/cifar10-jpg.tar.gz -C "$work"
+part gpu 10 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
+part cuda_tests 120 python -m pytest -q -n 0 -m cuda tests/test_cuda.py
+train() {  # train RUN SECONDS ARGS...: one run into $out/runs, then its test score
+    local run=$1 limit=$2
+    shift 2
+    part "train-$run" "$limit" python train.py "$@" --run-name "$run" \
+        --set output_dir="$out/runs" --set train.device=cuda
+    part "test-$run" 60 python evaluate.py --ckpt "$out/runs/$run/best.pt" --split test
+}
+for seed in 0 1 2; do
+    train "budget-075-s$seed" 60 --config budget.yaml --set train.seed="$seed"
+done
+train best-30ep-s0 150 --config best.yaml
+train baseline-s0 60 --config baseline.yaml
+train optimized-s0 60 --config optimized.yaml
+find "$out/runs" -name '*.pt' -delete  # the records stay, the weights would not travel back
+echo "total: $SECONDS s" | tee -a "$timings"

@@ -1,0 +1,83 @@
+"""The CUDA path, where a GPU is present (skipped elsewhere; benchmarks/gpu_check.sh runs
+these on a GPU machine): bf16 and fp16 steps, a run moved between GPU and CPU, predict and
+export from a GPU-trained checkpoint, and torchrun with one process per GPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import REPO, CliRunner, tiny_config
+from training.distributed import check_enough_gpus
+from training.trainer import fit
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+
+ON_CUDA = ("train.device=cuda",)
+
+
+def test_more_torchrun_processes_than_gpus_is_one_error_line() -> None:
+    with pytest.raises(UserError, match=r"process 2 of this machine, but it has 2 GPU\(s\)"):
+        check_enough_gpus(2, 2)
+    check_enough_gpus(1, 2)  # rank 1 of 2 GPUs: fine
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_cuda_run_learns_in_each_precision(tmp_path: Path, precision: str) -> None:
+    cfg = tiny_config("best", tmp_path, *ON_CUDA, f"train.precision={precision}", "train.epochs=3")
+    state = fit(cfg, tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["fast_path"]["precision"] == precision
+    assert (checkpoint["grad_scaler"] is not None) == (precision == "fp16")  # the loss scale
+    assert state.history[-1]["train_acc"] > 0.3  # 10 classes: chance is 0.1
+
+
+@pytest.mark.cuda
+def test_a_run_moves_from_gpu_to_cpu_and_back(tmp_path: Path, run_in_process: CliRunner) -> None:
+    cfg = tiny_config("optimized", tmp_path, *ON_CUDA, "train.epochs=3")
+    fit(cfg, tmp_path / "run", stop_after_epochs=1)
+    on_cpu = tiny_config("optimized", tmp_path, "train.epochs=3")  # TINY trains on the CPU
+    fit(on_cpu, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"), 1)
+    fit(cfg, tmp_path / "run", load_checkpoint(tmp_path / "run" / "last.pt"))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    args = ("--ckpt", str(tmp_path / "run" / "best.pt"), "--device", "cpu")
+    assert run_in_process("evaluate.py", *args, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.cuda
+def test_predict_and_export_a_cuda_trained_checkpoint(
+    tmp_path: Path, run_in_process: CliRunner
+) -> None:
+    fit(tiny_config("best", tmp_path, *ON_CUDA, "train.epochs=1"), tmp_path / "run")
+    best = str(tmp_path / "run" / "best.pt")
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    proc = run_in_process("predict.py", "--ckpt", best, str(tmp_path / "red.png"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    export = ("--ckpt", best, "--format", "pt2", "--output", str(tmp_path / "m.pt2"))
+    assert run_in_process("export.py", *export, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_torchrun_with_one_process_per_gpu(tmp_path: Path) -> None:
+    gpus = torch.cuda.device_count()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sets = ["data.synthetic_samples=320", "train.epochs=1", "train.device=cuda"]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={gpus}", str(REPO / "train.py"), "--config", "smoke.yaml",
+        "--run-name", "ddp", *[x for s in sets for x in ("--set", s)],
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "checkpoints" / "ddp" / "summary.json").read_text())
+    assert f"x{gpus}" in summary["hardware"]
+    too_many = [*command[:4], f"--nproc_per_node={gpus + 1}", *command[5:]]
+    proc = subprocess.run(too_many, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and f"but it has {gpus} GPU(s)" in proc.stderr
