@@ -146,7 +146,7 @@ class TrainConfig:
     precision: str = _choice("auto", "fp32", "bf16", "fp16")
     channels_last: bool = True
     # on CPU, time each residual stage in channels_last and NCHW and keep NCHW where it is
-    # clearly faster (training/layout.py); false keeps channels_last everywhere
+    # clearly faster (training/autotune.py); false keeps channels_last everywhere
     layout_probe: bool = True
     compile: bool = False  # torch.compile: a warm-up cost, faster steps on some hardware
     # on CUDA: deterministic kernels (no cudnn.benchmark, slower) for runs that repeat bitwise;
