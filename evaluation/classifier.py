@@ -178,6 +178,14 @@ def load_classifier(
     autocast = fast_path.autocast(torch_device)
     names = list(checkpoint["class_names"])
     return Classifier(
-        model, transform, autocast, names, side, torch_device, path, tta, batch_size,
-        checkpoint.get("temperature", 1.0),
-    )  # fmt: skip
+        model=model,
+        transform=transform,
+        autocast=autocast,
+        class_names=names,
+        input_side=side,
+        device=torch_device,
+        checkpoint_path=path,
+        tta=tta,
+        batch_size=batch_size,
+        temperature=checkpoint.get("temperature", 1.0),
+    )

@@ -117,10 +117,20 @@ def group_test_scores(members: list[RunResult]) -> dict[str, Any]:
 
 DERIVED_KEYS = ("vs", "delta_val_acc", "delta_val_loss", "delta_test_acc")
 ROW_KEYS = {  # what a reference row needs for the table
-    "group", "seeds", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std",
-    "max_val_acc_mean", "max_val_acc_std", "best_epoch", "epochs_run", "median_epoch_s",
-    "wall_time_min", "hardware",
-}  # fmt: skip
+    "group",
+    "seeds",
+    "val_acc_mean",
+    "val_acc_std",
+    "val_loss_mean",
+    "val_loss_std",
+    "max_val_acc_mean",
+    "max_val_acc_std",
+    "best_epoch",
+    "epochs_run",
+    "median_epoch_s",
+    "wall_time_min",
+    "hardware",
+}
 
 
 def load_reference_rows(path: Path) -> list[dict[str, Any]]:
@@ -210,12 +220,12 @@ def compare_runs(
             "validation accuracy by epoch",
         ),
     ]
-    if any(run.test for run in runs):
-        scores = plot_scores(runs, output_dir / f"{prefix}_scores.png")
-        plots.append((scores, "each run's val and test accuracy"))
     if any("train_pflop" in run.summary for run in runs):
         compute = plot_accuracy_vs_compute(runs, output_dir / f"{prefix}_compute.png")
         plots.append((compute, "accuracy against training compute"))
+    if any(run.test for run in runs):
+        scores = plot_scores(runs, output_dir / f"{prefix}_scores.png")
+        plots.append((scores, "each run's val and test accuracy"))
     write_comparison_report(
         output_dir / (f"{prefix}_report.html" if prefix else "report.html"),
         table_cells(rows),

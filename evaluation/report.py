@@ -70,10 +70,11 @@ def write_plots(
         plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png"),
         plot_per_class_accuracy(per_class, out_dir / "per_class_accuracy.png"),
         plot_reliability_diagram(
-            reliability_bins(logits.softmax(1), labels), report["ece"],
+            reliability_bins(logits.softmax(1), labels),
+            report["ece"],
             out_dir / "reliability_diagram.png",
         ),
-    ]  # fmt: skip
+    ]
     if len(labels) == len(loader.labels):  # positions are data set indices (nothing skipped)
         confidence, predicted = logits.softmax(1).max(1)
         wrong = (predicted != labels).nonzero().flatten()
@@ -155,9 +156,11 @@ def evaluate_checkpoint(
     # The same layout and precision as validation during training, so the numbers match.
     fast_path = recorded_fast_path(checkpoint).on(device, strict=False)
     transform = BatchTransform(
-        norm["mean"], norm["std"], input_side=checkpoint.get("input_side"),
+        norm["mean"],
+        norm["std"],
+        input_side=checkpoint.get("input_side"),
         channels_last=fast_path.channels_last,
-    )  # fmt: skip
+    )
     model = load_model(checkpoint, device, fast_path)
     logits, labels = run_predictions(model, loader, transform, fast_path, device, tta)
     temperature = checkpoint.get("temperature", 1.0)

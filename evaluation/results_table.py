@@ -12,9 +12,16 @@ from typing import Any
 from utils.run_log import TTA_MODES
 
 TABLE_HEADER = [
-    "run", "seeds", "val acc (%)", "val loss", "best epoch", "max val acc (%)", "epochs run",
-    "median epoch (s)", "wall time (min)",
-]  # fmt: skip
+    "run",
+    "seeds",
+    "val acc (%)",
+    "val loss",
+    "best epoch",
+    "max val acc (%)",
+    "epochs run",
+    "median epoch (s)",
+    "wall time (min)",
+]
 
 
 def _spread(mean: float, std: float, spread: bool, digits: int) -> str:

@@ -207,9 +207,11 @@ def test_the_comparison_report_holds_each_row_and_links_the_run_reports(
     assert by_group["smoke"][-1] == "smoke val" and by_group["smoke-copy"][-1] == "none"
     (link,) = page.links()
     assert (out / link).resolve() == run_report.resolve()
-    # the two validation plots; no scores plot, as no run was scored on the test split
-    assert [src[: len(PNG_DATA_URI)] for src in page.images()] == [PNG_DATA_URI] * 2
-    assert [png.name for png in result["plots"]] == ["table_val_loss.png", "table_val_acc.png"]
+    # the two validation plots and accuracy against compute; no scores plot, as no run was
+    # scored on the test split
+    assert [src[: len(PNG_DATA_URI)] for src in page.images()] == [PNG_DATA_URI] * 3
+    plots = ["table_val_loss.png", "table_val_acc.png", "table_compute.png"]
+    assert [png.name for png in result["plots"]] == plots
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
