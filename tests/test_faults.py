@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,30 +112,6 @@ def test_under_torchrun_only_rank_0_claims(tmp_path: Path, monkeypatch: pytest.M
 
 
 # --- failed writes -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Mount small tmpfs file systems (a real full or read-only disk); unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(size: int, *options: str) -> Path:
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        opts = ",".join([f"size={size}", *options])
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in reversed(mounted):
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def resize(point: Path, size: int) -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,30 +45,6 @@ def temporary_files(folder: Path) -> list[Path]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Small tmpfs file systems (a real full or read-only disk), as tests/test_faults.py."""
-    mounted: list[Path] = []
-
-    def mount(size: int, *options: str) -> Path:
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        opts = ",".join([f"size={size}", *options])
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in reversed(mounted):
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def fill(disk: Path) -> None:
