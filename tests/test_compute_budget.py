@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import data.augment
+import data.loader
 from evaluation.compare import compare_runs
 from tests.conftest import tiny_config
-from tests.test_reliability import EXACT, assert_same_training_state
+from tests.test_reliability import EXACT, KilledError, assert_same_training_state
 from training.compute import train_gflop_per_image
 from training.schedule import SideSchedule
 from training.trainer import fit
@@ -98,3 +99,28 @@ def test_compare_shows_training_pflop_and_plots_accuracy_against_it(tmp_path: Pa
     result = compare_runs([record], tmp_path)
     assert "training PFLOP" in result["table"] and "| 0.749 |" in result["table"]
     assert tmp_path / "results_compute.png" in result["plots"]
+
+
+def test_a_budget_run_killed_in_its_last_epoch_resumes_to_the_same_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("best", tmp_path, *BUDGET, *EXACT, "train.save_every_minutes=1e-9")
+    straight = fit(cfg, tmp_path / "straight")
+    last_epoch, original = straight.epoch - 1, data.loader.InMemoryLoader.batches
+
+    def killed_at_step_3_of_the_last_epoch(self, epoch: int = 0, start_batch: int = 0):
+        for i, batch in enumerate(original(self, epoch, start_batch)):
+            if self.shuffle and epoch == last_epoch and start_batch + i == 2:
+                raise KilledError
+            yield batch
+
+    monkeypatch.setattr(data.loader.InMemoryLoader, "batches", killed_at_step_3_of_the_last_epoch)
+    with pytest.raises(KilledError):
+        fit(cfg, tmp_path / "killed")
+    monkeypatch.undo()
+    resumed = fit(cfg, tmp_path / "killed", load_checkpoint(tmp_path / "killed" / "last.pt"))
+    assert resumed.step == straight.step  # the resumed part stops where the budget does
+    assert_same_training_state(
+        load_checkpoint(tmp_path / "straight" / "last.pt"),
+        load_checkpoint(tmp_path / "killed" / "last.pt"),
+    )

@@ -322,7 +322,8 @@ def train_epoch_with_saves(
         desc=f"epoch {epoch + 1}/{run.epochs}",
     )
     steps = min(len(run.data.train), run.total_steps - state.step)  # a budget may end early
-    batches = itertools.islice(run.data.train.batches(epoch, start_batch=stats.steps), steps)
+    rest = run.data.train.batches(epoch, start_batch=stats.steps)  # after a resumed part
+    batches = itertools.islice(rest, steps - stats.steps)
     try:
         stats = train_one_epoch(
             run.ctx,
