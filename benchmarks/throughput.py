@@ -40,6 +40,7 @@ from training.schedule import LrSchedule
 from utils.config import ScheduleConfig
 from utils.device import autocast_factory, resolve_precision
 from utils.hardware import describe_hardware, peak_rss_mib
+from utils.safe_write import write_text_atomic
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg/train"
 
@@ -257,7 +258,7 @@ def main() -> None:
         folder = args.folder if args.folder.is_dir() else write_synthetic_folder(Path(tmp))
         report = measure(args, folder)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     print(f"peak matmul GFLOP/s {report['matmul_peak_gflop_s']}; wrote {args.output}")
     for row in report["results"]:
         compiled = (

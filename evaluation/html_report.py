@@ -6,7 +6,6 @@ rather than drawing their own (see ``evaluation.html_page`` for what makes a pag
 
 from __future__ import annotations
 
-import json
 import os
 from html import escape
 from pathlib import Path
@@ -21,6 +20,8 @@ from evaluation.html_page import (
     text_cell,
     write_page,
 )
+from evaluation.run_records import read_json
+from utils.errors import UserError
 from utils.run_log import METRIC_FIELDS, read_history
 
 RUN_REPORT = "report.html"
@@ -138,7 +139,9 @@ def _short(value: Any) -> str:
 def run_section(config: dict[str, Any], summary_path: Path) -> str:
     """How the run was made: its machine (``summary.json``, once training has finished) and its
     config, a table for each of its parts."""
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    if not isinstance(summary, dict):
+        raise UserError(f"{summary_path}: expected a JSON object of run facts")
     facts = [(key, summary[key]) for key in SUMMARY_FACTS if key in summary]
     facts += [(key, value) for key, value in config.items() if not isinstance(value, dict)]
     parts = [("run", facts)] + [

@@ -16,11 +16,12 @@ import pytest
 from PIL import Image, ImageStat
 
 from evaluation.compare import compare_runs
-from evaluation.html_report import RELIABILITY_DIAGRAM, write_run_report
+from evaluation.html_report import RELIABILITY_DIAGRAM, run_section, write_run_report
 from evaluation.report import evaluate_checkpoint
 from tests.conftest import tiny_config
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
 
 PNG_DATA_URI = "data:image/png;base64,"
 CHROMIUM = shutil.which("chromium")
@@ -226,3 +227,12 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True
     )
+
+
+def test_a_broken_summary_is_one_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text('{"hardware": "cpu",')
+    with pytest.raises(UserError, match=r"summary\.json cannot be read"):
+        run_section({}, tmp_path / "summary.json")
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        run_section({}, tmp_path / "summary.json")
