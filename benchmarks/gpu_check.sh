@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check for a GPU machine, in the repo root of a copy of the tree:
 #   bash benchmarks/gpu_check.sh OUT
-# It unpacks ../shared/data/cifar10-jpg.tar.gz, runs the CUDA tests, then a results grid:
+# It unpacks ../shared/data/cifar10-jpg.tar.gz, runs the CUDA tests, times training on the GPU
+# (benchmarks/throughput.py, eager and compiled), then a results grid:
 # configs/budget.yaml at 0.75 PFLOP for seeds 0-2, best.yaml for 30 epochs (seed 0),
 # baseline.yaml and optimized.yaml (seed 0), each scored once on the test split. Everything it
 # measures goes under OUT (logs, run records, test scores, timings.txt); each part is
@@ -24,6 +25,8 @@ part() {  # part NAME SECONDS COMMAND...: run a time-boxed part, log it and time
 part unpack 60 tar -xzf ../shared/data/cifar10-jpg.tar.gz -C "$work"
 part gpu 10 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
 part cuda_tests 120 python -m pytest -q -n 0 -m cuda tests/test_cuda.py
+part throughput 90 python -m benchmarks.throughput --device cuda --stems cifar --batch 500 \
+    --steps 40 --repeats 2 --compile --output "$out/throughput.json"
 train() {  # train RUN SECONDS ARGS...: one run into $out/runs, then its test score
     local run=$1 limit=$2
     shift 2

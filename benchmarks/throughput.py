@@ -7,6 +7,10 @@ Both run in one invocation, alternating, with the same batch size and the same i
 
     python -m benchmarks.throughput                      # CIFAR-10 JPEGs from ../shared if present
     python -m benchmarks.throughput --sizes 32 224 --stems imagenet --steps 10
+    python -m benchmarks.throughput --device cuda --stems cifar --batch 500
+
+On a GPU each timing waits for the device before the clock stops; the layout probe and the
+matmul peak are the CPU's and are left out there, and fp16 is allowed.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from data.loader import InMemoryLoader
 from evaluation.inference import predict
 from models import apply_layout, create_model
 from training.autotune import faster_precision, probe_nchw_stages, time_training_step, wants_probe
-from training.loop import StepContext, train_one_epoch
+from training.loop import StepContext, default_sync_every, epoch_generator, train_one_epoch
+from training.optimizer import build_optimizer
 from training.schedule import LrSchedule
-from utils.config import ScheduleConfig
-from utils.device import autocast_factory, resolve_precision
+from utils.config import OptimConfig, ScheduleConfig
+from utils.device import autocast_factory, resolve_device, resolve_precision
 from utils.hardware import describe_hardware, peak_rss_mib
 from utils.safe_write import write_text_atomic
 
@@ -65,7 +70,17 @@ def reference_model(stem: str) -> nn.Module:
     return model
 
 
-def reference_img_per_s(folder: Path, stem: str, size: int, batch: int, steps: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device``, so that a clock reads its time, not the host's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def reference_img_per_s(
+    folder: Path, stem: str, size: int, batch: int, steps: int, device: torch.device
+) -> float:
     """The textbook pipeline: PIL transforms in DataLoader workers, fp32, default SGD."""
     ops = [transforms.Resize(size)] if size != 32 else []
     ops += [
@@ -78,16 +93,18 @@ def reference_img_per_s(folder: Path, stem: str, size: int, batch: int, steps: i
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch, shuffle=True, num_workers=2, persistent_workers=False
     )
-    model = reference_model(stem).train()
+    model = reference_model(stem).train().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     batches = iter(loader)
     next(batches)  # worker start-up is not throughput
     start = time.perf_counter()
     for images, labels in itertools.islice(batches, steps):
-        loss = nn.functional.cross_entropy(model(images), labels)
+        logits = model(images.to(device, non_blocking=True))
+        loss = nn.functional.cross_entropy(logits, labels.to(device, non_blocking=True))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    synchronize(device)
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -100,55 +117,66 @@ def repo_img_per_s(
     steps: int,
     precision: str,
     nchw_stages: list[str],
+    device: torch.device,
     compile_model: bool = False,
 ) -> tuple[float, float]:
     """The repo's path: in-memory batches, batched augmentation, channels_last (but
-    ``nchw_stages``), autocast. Returns (img/s over ``steps`` steps, seconds of the first
-    step, compilation included)."""
+    ``nchw_stages``), autocast, the optimiser and host reads training uses. Returns (img/s
+    over ``steps`` steps, seconds of the first step, compilation included)."""
     mean, std = channel_stats(images[:5000])
     transform = BatchTransform(mean, std, True, 4, None if size == 32 else size, True)
-    loader = InMemoryLoader(images, labels, batch, shuffle=True)
-    model = apply_layout(create_model(num_classes=10, stem=stem), nchw_stages)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=True
-    )
+    loader = InMemoryLoader(images, labels, batch, shuffle=True, device=device)
+    model = apply_layout(create_model(num_classes=10, stem=stem).to(device), nchw_stages)
+    optim = OptimConfig(lr=0.01, momentum=0.9, weight_decay=1e-4)
     ctx = StepContext(
-        torch.compile(model) if compile_model else model,
-        optimizer,
-        nn.CrossEntropyLoss(),
-        LrSchedule(ScheduleConfig(), 0.01, 1, steps + 1),
-        autocast_factory(precision, torch.device("cpu")),
+        model=torch.compile(model) if compile_model else model,
+        optimizer=build_optimizer(model, optim, optim.lr),
+        criterion=nn.CrossEntropyLoss(),
+        schedule=LrSchedule(ScheduleConfig(), 0.01, 1, steps + 1),
+        autocast=autocast_factory(precision, device),
+        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        sync_every=default_sync_every(device),
     )
-    gen = torch.Generator().manual_seed(0)
+    gen = epoch_generator(0, 0, device)
     start = time.perf_counter()
     train_one_epoch(ctx, itertools.islice(loader.batches(0), 2), transform, gen, 0, 2)  # warm-up
+    synchronize(device)
     first = time.perf_counter() - start
     start = time.perf_counter()
     train_one_epoch(ctx, itertools.islice(loader.batches(1), steps), transform, gen, 2, steps)
+    synchronize(device)
     return steps * batch / (time.perf_counter() - start), first
 
 
 def repo_eval_img_per_s(
-    images: torch.Tensor, stem: str, size: int, precision: str, nchw_stages: list[str]
+    images: torch.Tensor,
+    stem: str,
+    size: int,
+    precision: str,
+    nchw_stages: list[str],
+    device: torch.device,
 ) -> float:
-    model = apply_layout(create_model(num_classes=10, stem=stem), nchw_stages)
+    model = apply_layout(create_model(num_classes=10, stem=stem).to(device), nchw_stages)
     transform = BatchTransform(
         [0.5] * 3, [0.25] * 3, input_side=None if size == 32 else size, channels_last=True
     )
     subset = images[:2048]
-    loader = InMemoryLoader(subset, torch.zeros(len(subset), dtype=torch.long), 512, False)
-    autocast = autocast_factory(precision, torch.device("cpu"))
+    labels = torch.zeros(len(subset), dtype=torch.long)
+    loader = InMemoryLoader(subset, labels, 512, False, device=device)
+    autocast = autocast_factory(precision, device)
     start = time.perf_counter()
     for _ in predict(model, loader.batches(), transform, autocast):
         pass
+    synchronize(device)
     return len(subset) / (time.perf_counter() - start)
 
 
-def training_precision(requested: str, stem: str, size: int, batch: int) -> str:
-    """What training would use: ``auto`` times bf16 against fp32 as ``fit`` does."""
-    cpu = torch.device("cpu")
-    if not wants_probe(requested, cpu):
-        return resolve_precision(requested, cpu)
+def training_precision(
+    requested: str, stem: str, size: int, batch: int, device: torch.device
+) -> str:
+    """What training would use: ``auto`` times bf16 against fp32 on a CPU, as ``fit`` does."""
+    if not wants_probe(requested, device):
+        return resolve_precision(requested, device)
     timer = time_training_step(lambda: create_model(num_classes=10, stem=stem), size, batch, True)
     return faster_precision(timer)
 
@@ -177,16 +205,22 @@ def measure_one(
 ) -> dict[str, Any]:
     """One stem and input size: the reference against the repo (and, where the layout probe
     moved stages to NCHW, against the repo in channels_last throughout)."""
-    precision = training_precision(args.precision, stem, size, args.batch)
-    steps = args.steps if stem == "imagenet" and size <= 64 else max(3, args.steps // 4)
-    nchw = probe_nchw_stages(create_model(num_classes=10, stem=stem), size, args.batch, precision)
+    device = args.device
+    precision = training_precision(args.precision, stem, size, args.batch, device)
+    on_cpu = device.type == "cpu"
+    steps = args.steps if (stem == "imagenet" and size <= 64) or not on_cpu else args.steps // 4
+    steps = max(3, steps)
+    nchw = []
+    if on_cpu:
+        model = create_model(num_classes=10, stem=stem)
+        nchw = probe_nchw_stages(model, size, args.batch, precision)
 
     def repo(layout: list[str]) -> Callable[[], float]:
         common = (data.images, data.labels, stem, size, args.batch, steps, precision)
-        return lambda: repo_img_per_s(*common, layout)[0]
+        return lambda: repo_img_per_s(*common, layout, device)[0]
 
     runners = {
-        "reference": lambda: reference_img_per_s(folder, stem, size, args.batch, steps),
+        "reference": lambda: reference_img_per_s(folder, stem, size, args.batch, steps, device),
         "repo": repo(nchw),
     }
     if nchw:
@@ -203,19 +237,22 @@ def measure_one(
         "reference_img_s": round(statistics.median(timed["reference"]), 1),
         "repo_img_s": round(repo_img_s, 1),
         "ratio": round(median_ratio(timed["repo"], timed["reference"]), 2),
-        "repo_eval_img_s": round(repo_eval_img_per_s(data.images, stem, size, precision, nchw), 1),
+        "repo_eval_img_s": round(
+            repo_eval_img_per_s(data.images, stem, size, precision, nchw, device), 1
+        ),
         "train_gflop_per_image": round(gflop, 3),
         "repo_gflop_s": round(repo_img_s * gflop, 1),
-        "fraction_of_matmul_peak": round(repo_img_s * gflop / matmul_peak_gflops(precision), 3),
     }
+    if on_cpu:
+        peak = matmul_peak_gflops(precision)
+        row["fraction_of_matmul_peak"] = round(repo_img_s * gflop / peak, 3)
     if nchw:
         row["layout_speedup"] = round(
             median_ratio(timed["repo"], timed["repo_all_channels_last"]), 3
         )
     if args.compile:
-        compiled, warmup = repo_img_per_s(
-            data.images, data.labels, stem, size, args.batch, steps, precision, nchw, True
-        )
+        common = (data.images, data.labels, stem, size, args.batch, steps, precision)
+        compiled, warmup = repo_img_per_s(*common, nchw, device, compile_model=True)
         row["compiled_img_s"] = round(compiled, 1)
         row["compile_warmup_s"] = round(warmup, 1)
     return row
@@ -227,14 +264,15 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
     for stem, size in itertools.product(args.stems, args.sizes):
         results.append(measure_one(args, folder, data, stem, size))
         print(json.dumps(results[-1]), flush=True)
+    peaks = {}
+    if args.device.type == "cpu":
+        precisions = {row["precision"] for row in results}
+        peaks = {precision: matmul_peak(precision) for precision in precisions}
     return {
-        "hardware": describe_hardware(torch.device("cpu")),
+        "hardware": describe_hardware(args.device),
         "batch_size": args.batch,
         "repeats": args.repeats,
-        "matmul_peak_gflop_s": {
-            precision: matmul_peak(precision)
-            for precision in sorted({row["precision"] for row in results})
-        },
+        "matmul_peak_gflop_s": dict(sorted(peaks.items())),
         "peak_rss_mib": peak_rss_mib(),
         "results": results,
     }
@@ -250,10 +288,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps...")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
+    args.device = resolve_device(args.device, "--device")
+    resolve_precision(args.precision, args.device)  # fp16 off CUDA fails here, in one line
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder if args.folder.is_dir() else write_synthetic_folder(Path(tmp))
         report = measure(args, folder)
@@ -271,7 +312,12 @@ def main() -> None:
             f"repo {row['repo_img_s']:>7.1f} img/s, "
             f"reference {row['reference_img_s']:>7.1f} img/s, ratio {row['ratio']:.2f}x, "
             f"eval {row['repo_eval_img_s']:.0f} img/s, "
-            f"{row['fraction_of_matmul_peak']:.0%} of peak{compiled}"
+            + (
+                f"{row['fraction_of_matmul_peak']:.0%} of peak"
+                if "fraction_of_matmul_peak" in row
+                else f"{row['repo_gflop_s']:.0f} GFLOP/s"
+            )
+            + compiled
             + (
                 f", NCHW {row['nchw_stages']}: {row['layout_speedup']}x"
                 if row["nchw_stages"]

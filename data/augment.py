@@ -26,7 +26,7 @@ def random_crop(images: Tensor, padding: int, gen: torch.Generator, mode: str = 
     n, c, h, w = images.shape
     pad = (padding, padding, padding, padding)
     padded = F.pad(images, pad, mode="reflect") if mode == "reflect" else F.pad(images, pad)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).to(images.device)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen, device=images.device)
     rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (N, H)
     cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (N, W)
     padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
@@ -35,7 +35,7 @@ def random_crop(images: Tensor, padding: int, gen: torch.Generator, mode: str = 
 
 def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
     """Mirror each image left-right with probability 0.5."""
-    flip = torch.rand(images.shape[0], generator=gen).lt(0.5).to(images.device)
+    flip = torch.rand(images.shape[0], generator=gen, device=images.device).lt(0.5)
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -46,10 +46,14 @@ def random_cutout(images: Tensor, size: int, gen: torch.Generator) -> Tensor:
     is centred on a uniformly drawn pixel and clipped at the borders, so it can be partly outside.
     """
     n, _, h, w = images.shape
+    device = images.device
     centres = torch.stack(
-        [torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)]
+        [
+            torch.randint(0, h, (n,), generator=gen, device=device),
+            torch.randint(0, w, (n,), generator=gen, device=device),
+        ]
     )
-    start = (centres - size // 2).to(images.device)  # (2, N): first row, first column
+    start = centres - size // 2  # (2, N): first row, first column
     rows = torch.arange(h, device=images.device) - start[0, :, None]  # (N, H)
     cols = torch.arange(w, device=images.device) - start[1, :, None]  # (N, W)
     in_rows = (rows >= 0) & (rows < size)
@@ -98,8 +102,9 @@ class BatchTransform:
                 images = random_crop(images, self.crop_padding, gen, self.crop_padding_mode)
             if self.hflip:
                 images = random_hflip(images, gen)
-        scale, shift = self.scale.to(images.device), self.shift.to(images.device)
-        out = torch.addcmul(shift, images.float(), scale)
+        if self.scale.device != images.device:  # moved once, not copied every batch
+            self.scale, self.shift = self.scale.to(images.device), self.shift.to(images.device)
+        out = torch.addcmul(self.shift, images.float(), self.scale)
         if self.cutout:
             out = random_cutout(out, self.cutout, gen)
         if side is not None and out.shape[-1] != side:

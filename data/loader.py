@@ -66,8 +66,13 @@ class EpochOrder:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.labels), generator=gen)
 
-    def index_batches(self, epoch: int, start_batch: int) -> list[Tensor]:
+    def index_batches(
+        self, epoch: int, start_batch: int, device: torch.device | None = None
+    ) -> list[Tensor]:
+        """This rank's batches of sample indices, from ``start_batch`` on; on ``device`` when
+        given (moved there at once, one copy an epoch)."""
         order = self.order(epoch)[self.rank :: self.world_size][: self.shard_size()]
+        order = order.to(device) if device is not None else order
         size = self.batch_size
         return [order[b * size : (b + 1) * size] for b in range(start_batch, len(self))]
 
@@ -91,8 +96,7 @@ class InMemoryLoader(EpochOrder):
         self.stored_side = images.shape[-1]  # the side images are kept at
 
     def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
-        for idx in self.index_batches(epoch, start_batch):
-            idx = idx.to(self.labels.device)
+        for idx in self.index_batches(epoch, start_batch, self.labels.device):
             yield self.images[idx], self.labels[idx]
 
     def images_at(self, indices: Tensor) -> Tensor:

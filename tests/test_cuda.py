@@ -6,16 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from models import create_model
 from tests.conftest import REPO, CliRunner, tiny_config
+from tests.test_host_reads import AUGMENT, batches
 from training.distributed import check_enough_gpus
+from training.ema import WeightAverage
+from training.loop import StepContext, epoch_generator, train_one_epoch
+from training.schedule import LrSchedule
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint
+from utils.config import ScheduleConfig
 from utils.errors import UserError
 
 ON_CUDA = ("train.device=cuda",)
@@ -81,3 +88,38 @@ def test_torchrun_with_one_process_per_gpu(tmp_path: Path) -> None:
     too_many = [*command[:4], f"--nproc_per_node={gpus + 1}", *command[5:]]
     proc = subprocess.run(too_many, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and f"but it has {gpus} GPU(s)" in proc.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_steps_wait_for_the_gpu_only_at_reads(precision: str) -> None:
+    """16 steps with ``sync_every=8``: augmentation, fused SGD (with the fp16 loss scale), the
+    EMA and the loss sums all stay on the GPU, so the only synchronisations are the 2 reads."""
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = create_model(num_classes=10, stem="cifar").to(device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    ctx = StepContext(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True),
+        criterion=torch.nn.CrossEntropyLoss(label_smoothing=0.1),
+        schedule=LrSchedule(ScheduleConfig(name="onecycle"), 0.01, 1, 100),
+        autocast=lambda: torch.autocast("cuda", dtype=dtype),
+        scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        ema=WeightAverage(model, 0.9),
+        sync_every=8,
+    )
+    on_gpu = [(images.to(device), labels.to(device)) for images, labels in batches(18)]
+    train_one_epoch(ctx, on_gpu[:2], AUGMENT, epoch_generator(0, 0, device), 0, 2)  # warm-up
+    torch.cuda.synchronize()
+    gen = epoch_generator(0, 1, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            stats = train_one_epoch(ctx, on_gpu[2:], AUGMENT, gen, 2, 16)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 2, [str(w.message) for w in syncs]
+    assert stats.steps == 16 and stats.seen == 128

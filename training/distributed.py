@@ -40,9 +40,12 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.tolist()
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on at least one."""
-        return self.sum([float(flag)])[0] > 0 if self.enabled else flag
+    def any(self, flags: list[bool]) -> list[bool]:
+        """Each flag OR-ed over all ranks, in one exchange: true on every rank when it is true
+        on at least one."""
+        if not self.enabled:
+            return flags
+        return [total > 0 for total in self.sum([float(flag) for flag in flags])]
 
     def broadcast_from_main(self, flag: bool) -> bool:
         """Rank 0's ``flag``, on every rank."""

@@ -69,9 +69,11 @@ class StepContext:
     # forward + backward GFLOP of one training image at a side
     gflop_per_image: Callable[[int], float] = lambda _side: 0.0
     frozen_norms: list[nn.Module] = field(default_factory=list)  # kept in eval mode
-    # given this rank's answer, True when the loss is finite on every rank, so that all ranks
-    # skip or stop together
-    all_finite: Callable[[bool], bool] = lambda finite: finite
+    # steps between reads of the losses from the device (each read waits for the device)
+    sync_every: int = 1
+    # each of this rank's flags OR-ed over all ranks, in one exchange, so that all ranks skip
+    # or stop together
+    any_rank: Callable[[list[bool]], list[bool]] = lambda flags: flags
 
     def replan(self, schedule: LrSchedule, sides: SideSchedule | None) -> None:
         """Follow schedules laid out anew (a budget planned the run's steps)."""
@@ -82,17 +84,34 @@ class StepContext:
         self.frozen_norms = norms
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
+def default_sync_every(device: torch.device) -> int:
+    """Steps between reads of the losses: every step on a CPU, where a read waits for nothing;
+    50 on an accelerator, which then runs that far ahead of the host."""
+    return 1 if device.type == "cpu" else 50
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The augmentation RNG of one epoch: a pure function of (seed, epoch), so resumes match.
+    It lives on the training device, so that drawing from it never copies to the device."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 1)
+
+
+def restore_generator(gen: torch.Generator, state: Tensor) -> bool:
+    """Continue ``gen`` from a saved state; False, leaving ``gen`` as it is, when the state is
+    another kind of generator's (a CPU generator's state and a CUDA one's differ in size)."""
+    if state.numel() != gen.get_state().numel():
+        return False
+    gen.set_state(state)
+    return True
 
 
 def train_step(
     ctx: StepContext, inputs: Tensor, labels: Tensor, step: int, gen: torch.Generator
-) -> tuple[float, int] | None:
-    """One optimiser step; returns (loss, correct predictions), or None when a non-finite loss
-    was skipped. Both are read from the device at once, before the backward pass is queued:
-    one wait per step, and a GPU runs the backward pass while the next batch is prepared.
+) -> Tensor | None:
+    """One optimiser step; returns the (loss, correct predictions) pair as a tensor on the
+    device, not read, or None when a non-finite loss was skipped. Only
+    ``train.nonfinite_loss=skip`` reads the loss here, since skipping must be decided before
+    the update; otherwise ``PendingSteps`` reads many steps' pairs at once.
     With MixUp/CutMix, correct predictions are counted against the images' own labels."""
     for group in ctx.optimizer.param_groups:
         group["lr"] = ctx.schedule.lr(step) * group.get("lr_mult", 1.0)
@@ -106,14 +125,9 @@ def train_step(
             loss = mixed.lam * ctx.criterion(logits, labels)
             loss = loss + (1 - mixed.lam) * ctx.criterion(logits, mixed.other_labels)
     correct = (logits.detach().argmax(1) == labels).sum()
-    loss_value, correct_count = torch.stack([loss.detach().float(), correct.float()]).tolist()
-    if not ctx.all_finite(math.isfinite(loss_value)):
-        if ctx.skip_nonfinite:
-            return None
-        raise NonFiniteLossError(
-            f"loss is {loss_value} at global step {step}; lower optim.lr, or set "
-            "train.nonfinite_loss=skip to skip such batches"
-        )
+    pair = torch.stack([loss.detach().float(), correct.float()])
+    if ctx.skip_nonfinite and ctx.any_rank([not math.isfinite(pair[0].item())])[0]:
+        return None
     ctx.optimizer.zero_grad(set_to_none=True)
     if ctx.scaler is not None:
         ctx.scaler.scale(loss).backward()
@@ -124,7 +138,60 @@ def train_step(
         ctx.optimizer.step()
     if ctx.ema is not None:
         ctx.ema.update()
-    return loss_value, int(correct_count)
+    return pair
+
+
+@dataclass
+class PendingSteps:
+    """Steps whose (loss, correct) pairs are still on the device. ``read_into`` fetches them
+    all at once: the one wait for the device in ``sync_every`` steps."""
+
+    steps: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    pairs: list[Tensor] = field(default_factory=list)
+
+    def add(self, step: int, size: int, pair: Tensor) -> None:
+        self.steps.append(step)
+        self.sizes.append(size)
+        self.pairs.append(pair)
+
+    def read_into(self, stats: EpochStats) -> tuple[int, float] | None:
+        """Add the pending steps to ``stats``, or return (step, loss) of the first whose loss
+        is not finite and add nothing."""
+        values = torch.stack(self.pairs).tolist() if self.pairs else []
+        self.pairs = []
+        for step, (loss, _) in zip(self.steps, values, strict=True):
+            if not math.isfinite(loss):
+                return step, loss
+        for size, (loss, correct) in zip(self.sizes, values, strict=True):
+            stats.loss_sum += loss * size
+            stats.correct += int(correct)
+            stats.seen += size
+        self.steps, self.sizes = [], []
+        return None
+
+
+def nonfinite_loss_error(bad: tuple[int, float] | None, steps: list[int]) -> NonFiniteLossError:
+    """The error for a loss gone NaN or Inf, here (``bad``) or in another process."""
+    where = "a loss was not finite in another process"
+    if bad is not None:
+        where = f"loss is {bad[1]} at global step {bad[0]}"
+    elif steps:
+        where += f", at global steps {steps[0]}-{steps[-1]}"
+    return NonFiniteLossError(
+        f"{where}; lower optim.lr, or set train.nonfinite_loss=skip to skip such batches"
+    )
+
+
+def read_pending(ctx: StepContext, pending: PendingSteps, stats: EpochStats, stop: bool) -> bool:
+    """Read the pending steps into ``stats`` and agree with the other ranks, in one exchange,
+    on whether a loss went non-finite (raises) and whether to stop (returns)."""
+    steps = pending.steps
+    bad = pending.read_into(stats)
+    nonfinite, stop = ctx.any_rank([bad is not None, stop])
+    if nonfinite:
+        raise nonfinite_loss_error(bad, steps)
+    return stop
 
 
 def partial_epoch_record(stats: EpochStats, gen: torch.Generator, seconds: float) -> dict[str, Any]:
@@ -158,8 +225,9 @@ def train_one_epoch(
     stats: EpochStats | None = None,
     hooks: EpochHooks | None = None,
 ) -> EpochStats:
-    """Train on ``batches`` until they run out or ``hooks.stop_requested()`` turns true after
-    a step; ``hooks.save(stats)`` runs whenever ``hooks.save_due()`` does.
+    """Train on ``batches`` until they run out or ``hooks.stop_requested()`` turns true;
+    ``hooks.save(stats)`` runs whenever ``hooks.save_due()`` does. Both are asked, and the
+    losses checked, at reads: every ``ctx.sync_every`` steps of the epoch and at its end.
 
     ``stats`` carries the sums of a partly done epoch when resuming it; the returned stats are
     cumulative and ``interrupted`` says whether the epoch was cut short.
@@ -173,26 +241,28 @@ def train_one_epoch(
     bar = tqdm(
         batches, total=total, initial=stats.steps, desc=hooks.desc, leave=False, disable=disable
     )
+    pending = PendingSteps()
     for images, labels in bar:
         step = first_step + stats.steps
         inputs = transform(images, gen, ctx.sides.side(step) if ctx.sides else None)
-        result = train_step(ctx, inputs, labels, step, gen)
+        pair = train_step(ctx, inputs, labels, step, gen)
         stats.steps += 1
         stats.gflop += len(labels) * ctx.gflop_per_image(inputs.shape[-1])
-        if result is None:
+        if pair is None:
             stats.skipped += 1
         else:
-            loss, correct = result
-            stats.loss_sum += loss * len(labels)
-            stats.correct += correct
-            stats.seen += len(labels)
-            bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
+            pending.add(step, len(labels), pair)
         hooks.after_step(stats)
-        if hooks.stop_requested():
+        if stats.steps % ctx.sync_every and stats.steps < total:
+            continue  # stop, save and the loss check wait for the next read
+        if read_pending(ctx, pending, stats, hooks.stop_requested()):
             stats.interrupted = stats.steps < total
             break
+        bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
         if stats.steps < total and hooks.save_due():
             hooks.save(stats)
+    if pending.pairs:  # the batches ran out before ``total``
+        read_pending(ctx, pending, stats, False)
     bar.close()
     return stats
 
@@ -205,10 +275,17 @@ def evaluate_loss_accuracy(
     total: int | None = None,
     progress: bool = True,
 ) -> EpochStats:
-    """Mean cross-entropy (no label smoothing) and top-1 accuracy over all samples."""
-    stats = EpochStats()
+    """Mean cross-entropy (no label smoothing) and top-1 accuracy over all samples. The
+    per-batch sums stay on the device until the end: one read, not one per batch."""
+    sums, sizes = [], []
     for logits, labels in predict(model, batches, transform, autocast, total, "val", progress):
-        stats.loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        stats.correct += int((logits.argmax(1) == labels).sum())
-        stats.seen += len(labels)
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        sums.append(torch.stack([loss, (logits.argmax(1) == labels).sum().float()]))
+        sizes.append(len(labels))
+    stats = EpochStats()
+    values = torch.stack(sums).tolist() if sums else []
+    for size, (loss_sum, correct) in zip(sizes, values, strict=True):
+        stats.loss_sum += loss_sum
+        stats.correct += int(correct)
+        stats.seen += size
     return stats

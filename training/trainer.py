@@ -43,9 +43,11 @@ from training.loop import (
     EpochStats,
     NonFiniteLossError,
     StepContext,
+    default_sync_every,
     epoch_generator,
     evaluate_loss_accuracy,
     partial_epoch_record,
+    restore_generator,
     train_one_epoch,
 )
 from training.optimizer import build_optimizer
@@ -136,13 +138,13 @@ def fit(
     with StopOnSignal() as signals:
 
         def stop_requested() -> bool:
-            return dist.any(signals.requested())
+            return dist.any([signals.requested()])[0]
 
         while state.epoch < run.epochs and not state.stopped_early and fits_time(run, state):
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
             run.ctx.keep_frozen(frozen_norms_for_epoch(cfg, model, state.epoch, dist))
-            epoch = train_epoch_with_saves(run, state, stop_requested)
+            epoch = train_epoch_with_saves(run, state, signals.requested)
             if epoch.partial is not None:
                 if not dist.enabled:  # per-rank RNG and sums are not gathered: redo the epoch
                     state.partial_epoch = epoch.partial
@@ -197,6 +199,7 @@ def step_context(
     """The objects a training step uses: optimiser, loss, precision, mixing, weight average.
     The schedules are laid out once the budget is known (``Run.replan_schedules``)."""
     lr = cfg.optim.lr * (dist.world_size if cfg.optim.scale_lr else 1)
+    device = next(model.parameters()).device
     mixer = BatchMixer(cfg.train.mixup_alpha, cfg.train.cutmix_alpha)
     arguments = model_args(cfg.model, len(data.class_names))
     return StepContext(
@@ -204,13 +207,14 @@ def step_context(
         optimizer=build_optimizer(model, cfg.optim, lr),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
         schedule=LrSchedule(cfg.schedule, lr, cfg.train.epochs, len(data.train)),
-        autocast=fast_path.autocast(next(model.parameters()).device),
+        autocast=fast_path.autocast(device),
         scaler=torch.amp.GradScaler("cuda") if fast_path.precision == "fp16" else None,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
         mixer=mixer if mixer.enabled else None,
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
         gflop_per_image=functools.partial(train_gflop_per_image, arguments),
-        all_finite=lambda finite: not dist.any(not finite),
+        sync_every=cfg.train.sync_every or default_sync_every(device),
+        any_rank=dist.any,
     )
 
 
@@ -282,15 +286,22 @@ def train_epoch_with_saves(
     run: Run, state: RunState, stop_requested: Callable[[], bool]
 ) -> EpochResult:
     """Train one epoch, or the rest of a partial one, to the end of the epoch or of the
-    budget's steps. Every ``train.save_every_minutes`` the partial epoch goes to last.pt as a
-    stop would save it, and training goes on unchanged (single-process only: under torchrun
-    an epoch cut short restarts)."""
+    budget's steps. ``stop_requested`` is this process's answer; the epoch loop agrees on it
+    with the other ranks. Every ``train.save_every_minutes`` the partial epoch goes to
+    last.pt as a stop would save it, and training goes on unchanged (single-process only:
+    under torchrun an epoch cut short restarts)."""
     cfg, dist, epoch = run.cfg, run.dist, state.epoch
-    gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch)
+    gen = epoch_generator(cfg.train.seed + 7_919 * dist.rank, epoch, run.device)
     stats, prior_seconds = EpochStats(), 0.0
     if state.partial_epoch is not None:  # continue where a stopped run left this epoch
         partial = dict(state.partial_epoch)
-        gen.set_state(partial.pop("generator"))
+        if not restore_generator(gen, partial.pop("generator")):
+            tqdm.write(
+                f"warning: epoch {epoch + 1} was cut short on another kind of device, whose "
+                "random generator this one cannot continue; the rest of the epoch draws "
+                "other augmentations than the first part would have",
+                file=sys.stderr,
+            )
         prior_seconds = partial.pop("seconds", 0.0)
         stats = EpochStats(**partial)
     stopwatch = Stopwatch(prior_seconds)

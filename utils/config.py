@@ -153,6 +153,11 @@ class TrainConfig:
     # false times cuDNN's kernels once per shape and keeps the fastest
     deterministic: bool = False
     nonfinite_loss: str = _choice("stop", "skip", resume_safe=True)
+    # steps between reads of the training loss from the device; each read waits for the
+    # device, so on a GPU the host queues this many steps ahead. Stop signals, saves and the
+    # non-finite check are answered at reads. null: 1 on CPU (a read costs nothing there), 50
+    # on a GPU
+    sync_every: int | None = _range(None, 1, resume_safe=True)
     # also write last.pt inside an epoch once this many minutes have passed since the last save, so
     # a kill (-9, a lost machine) costs at most that much training; null: at epoch ends only
     save_every_minutes: float | None = _range(None, 0.0, None, low_open=True, resume_safe=True)
