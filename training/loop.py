@@ -252,10 +252,12 @@ def train_one_epoch(
             stats.skipped += 1
         else:
             pending.add(step, len(labels), pair)
-        hooks.after_step(stats)
-        if stats.steps % ctx.sync_every and stats.steps < total:
+        reading = stats.steps % ctx.sync_every == 0 or stats.steps == total
+        stop = reading and read_pending(ctx, pending, stats, hooks.stop_requested())
+        hooks.after_step(stats)  # sees the sums of the steps read so far
+        if not reading:
             continue  # stop, save and the loss check wait for the next read
-        if read_pending(ctx, pending, stats, hooks.stop_requested()):
+        if stop:
             stats.interrupted = stats.steps < total
             break
         bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
