@@ -42,22 +42,24 @@ def choose_fast_path(
     batch: int,
 ) -> FastPath:
     """The precision (timed on a bf16 CPU for ``auto``) and, on CPU with
-    ``layout_probe``, the stages to keep in NCHW, for a new run of ``model``."""
+    ``layout_probe``, the stages to keep in NCHW, for a new run of ``model``. Rank 0 times
+    both and sends its answers to the other ranks in one exchange."""
     precision = resolve_precision(cfg.precision, device)
-    if wants_probe(cfg.precision, device):
-        bf16 = False
-        if dist.is_main:
-            timer = time_training_step(
-                lambda: copy.deepcopy(model), input_side, batch, cfg.channels_last
-            )
-            bf16 = faster_precision(timer) == "bf16"
-        precision = "bf16" if dist.broadcast_from_main(bf16) else "fp32"
-    stages: list[str] = []
-    if cfg.channels_last and device.type == "cpu" and cfg.layout_probe:
-        if dist.is_main:
-            stages = probe_nchw_stages(model, input_side, batch, precision)
-        stages = [name for name in STAGES if dist.broadcast_from_main(name in stages)]
-    return FastPath(precision, cfg.channels_last, tuple(stages))
+    time_precision = cfg.precision == "auto" and device.type == "cpu" and precision == "bf16"
+    time_layout = cfg.channels_last and device.type == "cpu" and cfg.layout_probe
+    bf16, stages = precision == "bf16", []
+    if dist.is_main and time_precision:
+        timer = time_training_step(
+            lambda: copy.deepcopy(model), input_side, batch, cfg.channels_last
+        )
+        bf16 = faster_precision(timer) == "bf16"
+    if dist.is_main and time_layout:
+        stages = probe_nchw_stages(model, input_side, batch, "bf16" if bf16 else "fp32")
+    answers = dist.broadcast_from_main([bf16, *(name in stages for name in STAGES)])
+    if time_precision:
+        precision = "bf16" if answers[0] else "fp32"
+    nchw = [name for name, keep in zip(STAGES, answers[1:], strict=True) if keep]
+    return FastPath(precision, cfg.channels_last, tuple(nchw))
 
 
 def best_seconds(one_pass: Callable[[], None], repeats: int = 3) -> float:
@@ -73,7 +75,8 @@ def best_seconds(one_pass: Callable[[], None], repeats: int = 3) -> float:
 
 
 def wants_probe(requested: str, device: torch.device) -> bool:
-    """True for ``auto`` on a CPU that runs bf16 natively: the case to measure."""
+    """True for ``auto`` on a CPU that runs bf16 natively: the case to measure (as
+    ``choose_fast_path`` decides it from the resolved precision)."""
     return (
         requested == "auto" and device.type == "cpu" and resolve_precision("auto", device) == "bf16"
     )

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from utils.config import TrainConfig
-from utils.device import resolve_device
+from utils.device import configure_cuda, resolve_device
 from utils.errors import ConfigError, UserError
 
 
@@ -47,13 +47,13 @@ class Distributed:
             return flags
         return [total > 0 for total in self.sum([float(flag) for flag in flags])]
 
-    def broadcast_from_main(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank."""
+    def broadcast_from_main(self, flags: list[bool]) -> list[bool]:
+        """Rank 0's ``flags``, on every rank, in one exchange."""
         if not self.enabled:
-            return flag
-        tensor = torch.tensor([float(flag)], device=self._device())
+            return flags
+        tensor = torch.tensor([float(flag) for flag in flags], device=self._device())
         dist.broadcast(tensor, src=0)
-        return bool(tensor.item())
+        return [value > 0 for value in tensor.tolist()]
 
     def share_buffers_from_main(self, module: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics). After a step each
@@ -68,6 +68,20 @@ class Distributed:
         if dist.get_backend() == "nccl":
             return torch.device("cuda", self.local_rank)
         return torch.device("cpu")
+
+
+def start_processes(
+    cfg: TrainConfig, trained_world_size: int | None = None
+) -> tuple[Distributed, torch.device]:
+    """Where this process trains: ``train.device`` set up (cuDNN's kernel choice too), the
+    process group torchrun describes joined, and each torchrun process on its own GPU. A
+    resumed run (``trained_world_size``) must have the process count it trained with."""
+    device = resolve_device(cfg.device)
+    configure_cuda(device, cfg.deterministic)
+    group = init_distributed(device)
+    if trained_world_size is not None:
+        check_same_world_size(trained_world_size, group.world_size)
+    return group, training_device(device, cfg.sync_batchnorm, group)
 
 
 def init_distributed(device: torch.device) -> Distributed:
@@ -108,12 +122,11 @@ def shutdown_distributed(all_ranks_finished: bool) -> None:
     dist.destroy_process_group()
 
 
-def training_device(cfg: TrainConfig, group: Distributed) -> torch.device:
-    """``train.device``, with each torchrun process on its own GPU."""
-    device = resolve_device(cfg.device)
+def training_device(device: torch.device, sync_batchnorm: bool, group: Distributed) -> torch.device:
+    """``device``, with each torchrun process on its own GPU."""
     if device.type == "cuda" and group.enabled:
         device = torch.device("cuda", group.local_rank)
-    if cfg.sync_batchnorm and group.enabled and device.type != "cuda":
+    if sync_batchnorm and group.enabled and device.type != "cuda":
         raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm)")
     return device
 

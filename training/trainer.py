@@ -27,12 +27,7 @@ from training.autotune import choose_fast_path
 from training.budget import compute_budget_steps, time_budget
 from training.clocks import SaveClock, Stopwatch
 from training.compute import train_gflop_per_image
-from training.distributed import (
-    Distributed,
-    check_same_world_size,
-    init_distributed,
-    training_device,
-)
+from training.distributed import Distributed, start_processes
 from training.early_stopping import EarlyStopping
 from training.ema import WeightAverage
 from training.finetune import start_from_pretrained, with_pretrained_defaults
@@ -57,7 +52,7 @@ from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
 from training.tensorboard import TensorBoardLog
 from utils.config import Config, TrainConfig, config_to_dict, save_config
-from utils.device import configure_cuda, emulated_bf16_warning, resolve_device
+from utils.device import emulated_bf16_warning
 from utils.fast_path import FastPath, recorded_fast_path
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
@@ -74,11 +69,8 @@ def fit(
     Under torchrun every rank calls this; rank 0 alone writes files. Returns the run state."""
     # 1. Where to train, once; a resumed run must see the processes and data it trained with.
     cfg = with_pretrained_defaults(cfg)
-    dist = init_distributed(resolve_device(cfg.train.device))
-    device = training_device(cfg.train, dist)
-    configure_cuda(device, cfg.train.deterministic)
-    if checkpoint is not None:
-        check_same_world_size(checkpoint["run_state"].get("world_size"), dist.world_size)
+    trained_world_size = checkpoint["run_state"].get("world_size") if checkpoint else None
+    dist, device = start_processes(cfg.train, trained_world_size)
     # 2. Data and model.
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     data = create_data(
@@ -107,10 +99,10 @@ def fit(
         fast_path=fast_path,
         data=data,
         model=model,
-        early_stopping=EarlyStopping(**vars(cfg.early_stopping)),
         ctx=step_context(
             cfg, data, fast_path=fast_path, dist=dist, model=model, train_module=train_module
         ),
+        early_stopping=EarlyStopping(**vars(cfg.early_stopping)),
     )
     state = RunState(world_size=dist.world_size)
     if checkpoint is not None:
@@ -171,9 +163,8 @@ def fit(
                 row["epoch_time_s"], state.train_seconds, state.epoch
             ):
                 run.replan_schedules(announce=True)
-            state.stopped_early = dist.broadcast_from_main(
-                run.early_stopping.update(row["val_loss"])
-            )
+            out_of_patience = run.early_stopping.update(row["val_loss"])
+            state.stopped_early = dist.broadcast_from_main([out_of_patience])[0]
             finish_epoch(run, state, row)
             if stop_requested() and state.epoch < run.epochs and not state.stopped_early:
                 raise signal_stop(signals.signum, state, run_dir)
