@@ -116,8 +116,22 @@ def load_run(run_dir: Path) -> RunResult:
         check_record(row, f"{run_dir}/metrics.json: row {index + 1}", HISTORY_SCHEMA)
     summary = read_json(summary_path)
     check_record(summary, str(summary_path), SUMMARY_SCHEMA, SUMMARY_OPTIONAL)
-    group = config["name"]
+    group = run_group(config, config_path)
     return RunResult(run_dir, group, seed, summary, history, test_scores(run_dir, summary))
+
+
+def run_group(config: dict[str, Any], config_path: Path) -> str:
+    """The config's ``name``; with ``train.budget_pflop``, the budget too, so that one recipe
+    at two budgets makes two groups and seeds are averaged within a budget only."""
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    budget = train.get("budget_pflop")
+    if budget is None:
+        return config["name"]
+    if not FINITE.accepts(budget):
+        raise UserError(
+            f"{config_path}: train.budget_pflop should be a number, got {excerpt(budget)}"
+        )
+    return f"{config['name']} ({budget:g} PFLOP)"
 
 
 def read_json(path: Path) -> Any:

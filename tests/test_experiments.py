@@ -454,3 +454,16 @@ def test_a_stopped_sweep_saves_its_training_and_goes_no_further(tmp_path: Path, 
     assert "Resume with: python train.py --resume" in stderr and "Traceback" not in stderr
     assert "r1: stopped; run again to continue" in stdout
     assert not (tmp_path / "r2").exists()
+
+
+def test_one_recipe_at_two_compute_budgets_makes_two_groups(tmp_path: Path) -> None:
+    budgets = {"a": "0.75", "b": "1.95", "c": "1.95", "d": None}
+    for name, budget in budgets.items():
+        write_run_records(tmp_path / name, best_epoch=1, epochs_run=1)
+        train = f"{{seed: 0, budget_pflop: {budget}}}" if budget else "{seed: 0}"
+        (tmp_path / name / "config.yaml").write_text(f"name: budget\ntrain: {train}\n")
+    groups = [load_run(tmp_path / name).group for name in budgets]
+    assert groups == ["budget (0.75 PFLOP)", "budget (1.95 PFLOP)", "budget (1.95 PFLOP)", "budget"]
+    (tmp_path / "a" / "config.yaml").write_text("name: budget\ntrain: {seed: 0, budget_pflop: x}\n")
+    with pytest.raises(UserError, match=r"train\.budget_pflop should be a number"):
+        load_run(tmp_path / "a")
