@@ -15,20 +15,8 @@ timings="$out/timings.txt"
 work=$(mktemp -d)
 export RESNET18_DATA_ROOT="$work/cifar10-jpg"
 
-deadline=${GPU_CHECK_SECONDS:-470}  # the whole check ends by then; later parts are skipped
-
-part() {  # part NAME SECONDS COMMAND...: run a time-boxed part, log it and time it
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    local left=$((deadline - SECONDS))
-    if ((left < 10)); then
-        echo "$name: skipped, the check is out of time" | tee -a "$timings"
-        return
-    fi
-    timeout "$((limit < left ? limit : left))" "$@" >"$out/$name.log" 2>&1
-    local rc=$?
-    echo "$name: rc $rc, $((SECONDS - start)) s" | tee -a "$timings"
-}
+# part NAME SECONDS COMMAND...: a time-boxed part, logged to OUT/NAME.log and timed
+source "$(dirname "$0")/timebox.sh"
 
 part unpack 60 tar -xzf ../shared/data/cifar10-jpg.tar.gz -C "$work"
 part gpu 10 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
