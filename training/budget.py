@@ -1,12 +1,16 @@
-"""Training to a budget: of time (plan the epoch count that fits, lay the schedule out for it)
-or of compute (``steps_within``: the steps that a number of FLOPs buys).
+"""Training to a budget: of time (``TimeBudget``: plan the steps that fit, and plan again when
+the measured pace drifts) or of compute (``compute_budget_steps``: the steps that a number of
+FLOPs buys). Either way the schedules are laid out over the planned steps, and a run may end
+inside an epoch.
 
-The run times a few steps after the first ones (which set kernels up), estimates an epoch
-with its validation pass, and plans the largest number of epochs (at most ``train.epochs``)
-that fits ``train.time_budget_minutes``. After the first full epoch it re-plans once from the
-measured epoch time if the estimate was off by more than ``REPLAN_ERROR``, and before each
-epoch it stops if that epoch would overrun the budget. The minutes counted are those of
-training and validation (``summary.json``'s ``train_seconds``), not the start-up.
+A time budget prices a step by its FLOPs (``steps_gflop``; progressive resizing makes early
+steps cheaper) at a measured rate, seconds per GFLOP, and adds one validation pass per epoch
+end. It times the steps after the first few of each process (which set kernels up), plans
+after ``TIMED_STEPS`` of them, and then every ``CHECK_EVERY`` steps and at each epoch end
+predicts when the plan would end at the rate measured over the epoch so far: more than
+``TOLERANCE`` of the budget away from it, it plans again from there. The minutes counted are
+those of training and validation (``summary.json``'s ``train_seconds``), not the start-up.
+Under torchrun every rank follows rank 0's plan.
 """
 
 from __future__ import annotations
@@ -21,106 +25,167 @@ from data import DataBundle
 from training.schedule import side_schedule
 from utils.config import Config
 
-WARMUP_STEPS = 2  # untimed: the first steps set up kernels
-TIMED_STEPS = 8
-REPLAN_ERROR = 0.10
+WARMUP_STEPS = 2  # untimed: a process's first steps set up kernels
+TIMED_STEPS = 8  # steps timed before the first plan
+CHECK_EVERY = 25  # steps between checks of the plan against the measured pace
+TOLERANCE = 0.02  # of the budget: how far off the predicted end may be before planning again
 VAL_COST_PER_IMAGE = 1 / 3  # a forward pass, against training's forward and backward
+
+StepsGflop = Callable[[int, int], float]  # (first, total): GFLOP of steps first..total-1
 
 
 @dataclass
 class BudgetPlan:
-    """The state of a budgeted run; plain numbers so a checkpoint can keep it."""
+    """The state of a time-budgeted run; plain numbers so a checkpoint can keep it."""
 
     minutes: float
-    max_epochs: int
-    planned_epochs: int  # the schedule's length: max_epochs until the first estimate
-    first_plan: int | None = None  # the epochs planned from the timed steps
-    estimated_epoch_s: float | None = None
-    checked: bool = False  # the first full epoch was held against the estimate
-    replanned: bool = False
+    max_steps: int  # train.epochs of steps: the most a plan may hold
+    planned_steps: int  # the schedules' length: max_steps until the first plan
+    first_plan: int | None = None  # the steps planned from the first timed steps
+    seconds_per_gflop: float | None = None  # the pace the plan in force assumed
+    val_seconds: float | None = None  # one validation pass, as the last epoch measured it
+    replans: int = 0  # plans after the first
+
+
+def plan_from_saved(saved: dict[str, Any], steps_per_epoch: int) -> BudgetPlan:
+    """A checkpoint's plan; one written when plans counted epochs is read as their steps."""
+    if "max_steps" in saved:
+        return BudgetPlan(**saved)
+    first = saved.get("first_plan")
+    return BudgetPlan(
+        minutes=saved["minutes"],
+        max_steps=saved["max_epochs"] * steps_per_epoch,
+        planned_steps=saved["planned_epochs"] * steps_per_epoch,
+        first_plan=None if first is None else first * steps_per_epoch,
+    )
 
 
 class TimeBudget:
-    """Plans and re-plans a run's epoch count; ``plan.planned_epochs`` is the schedule's."""
+    """Plans a run's steps to end on ``plan.minutes``; ``plan.planned_steps`` is the
+    schedules' length. ``after_step`` and ``after_epoch`` return True when it changed."""
 
-    def __init__(self, plan: BudgetPlan, steps_per_epoch: int, val_share: float) -> None:
+    def __init__(
+        self,
+        plan: BudgetPlan,
+        *,
+        steps_per_epoch: int,
+        steps_gflop: StepsGflop,
+        val_gflop: float,
+        agree: Callable[[int], int] = lambda steps: steps,
+    ) -> None:
         self.plan = plan
         self.steps_per_epoch = steps_per_epoch
-        self.val_share = val_share  # validation images per training image
-        self.timer_start: float | None = None
-
-    @classmethod
-    def new(
-        cls, minutes: float, max_epochs: int, steps_per_epoch: int, val_share: float
-    ) -> TimeBudget:
-        return cls(BudgetPlan(minutes, max_epochs, max_epochs), steps_per_epoch, val_share)
+        self.steps_gflop = steps_gflop  # this process's share of the steps
+        self.val_gflop = val_gflop  # a validation pass in training GFLOP (before it is timed)
+        self.agree = agree  # rank 0's planned steps, on every rank
+        self.warm_steps = 0  # steps this process took, until WARMUP_STEPS
+        self.window: tuple[float, float, int] | None = None  # (time, GFLOP, step) timed from
 
     @property
     def seconds(self) -> float:
         return self.plan.minutes * 60
 
-    def fit_epochs(self, epoch_seconds: float, spent: float, done: int) -> int:
-        """Epochs done plus those of ``epoch_seconds`` that fit the rest; at least one more."""
-        more = math.floor((self.seconds - spent) / epoch_seconds)
-        return min(self.plan.max_epochs, max(done + 1, done + more))
+    def start_epoch(self) -> None:
+        """Time the new epoch's steps from its start: validation is not a step's time."""
+        self.window = None
 
-    def after_step(self, step_in_epoch: int, spent: float) -> bool:
-        """Time the steps of the first epoch; returns True once, when the plan is made."""
-        if self.plan.first_plan is not None or step_in_epoch < WARMUP_STEPS:
-            return False
-        if self.timer_start is None:
-            self.timer_start = time.perf_counter()
-            self.timer_steps = step_in_epoch
-            return False
-        timed = step_in_epoch - self.timer_steps
-        if timed < TIMED_STEPS:
-            return False
-        step_s = (time.perf_counter() - self.timer_start) / timed
-        epoch_s = step_s * self.steps_per_epoch * (1 + self.val_share * VAL_COST_PER_IMAGE)
-        self.plan.estimated_epoch_s = epoch_s
-        self.plan.first_plan = self.plan.planned_epochs = self.fit_epochs(epoch_s, spent, 0)
-        return True
+    def ends_at(self, seconds_per_gflop: float, step: int, spent: float, total: int) -> float:
+        """When a run of ``total`` steps would end, ``spent`` seconds and ``step`` steps in."""
+        epochs_done = step // self.steps_per_epoch
+        validations = math.ceil(total / self.steps_per_epoch) - epochs_done
+        val_seconds = self.plan.val_seconds or self.val_gflop * seconds_per_gflop
+        training = self.steps_gflop(step, total) * seconds_per_gflop
+        return spent + training + max(0, validations) * val_seconds
 
-    def after_epoch(self, epoch_seconds: float, spent: float, done: int) -> bool:
-        """After the first full epoch only: re-plan from its time when the estimate was more
-        than 10% off (or never made: epochs shorter than the timed steps); returns True when
-        the plan changed."""
-        if self.plan.checked:
-            return False
-        self.plan.checked = True
-        estimate = self.plan.estimated_epoch_s
-        if estimate is not None and abs(epoch_seconds - estimate) <= REPLAN_ERROR * estimate:
-            return False
-        self.plan.replanned = True
-        self.plan.first_plan = self.plan.first_plan or self.plan.planned_epochs
-        before = self.plan.planned_epochs
-        self.plan.planned_epochs = self.fit_epochs(epoch_seconds, spent, done)
-        return self.plan.planned_epochs != before
+    def fit_steps(self, seconds_per_gflop: float, step: int, spent: float) -> int:
+        """The most steps (at least ``step``, the ones taken; at most ``max_steps``) that end
+        within the budget at this pace."""
 
-    def next_epoch_fits(self, last_epoch_seconds: float | None, spent: float) -> bool:
-        """Whether another epoch, timed as the last one, fits; always before the first."""
-        return last_epoch_seconds is None or spent + last_epoch_seconds <= self.seconds
+        def fits(total: int) -> bool:
+            return self.ends_at(seconds_per_gflop, step, spent, total) <= self.seconds
+
+        low, high = max(1, step), self.plan.max_steps
+        if fits(high):
+            return high
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle)
+        return low
+
+    def check(self, seconds_per_gflop: float, step: int, spent: float) -> bool:
+        """Plan from this pace when there is no plan yet, or when the plan in force would end
+        more than ``TOLERANCE`` of the budget away from it; every rank calls this at the same
+        steps, and all follow rank 0's plan."""
+        plan = self.plan
+        planned = plan.planned_steps
+        end = self.ends_at(seconds_per_gflop, step, spent, planned)
+        if plan.first_plan is None or abs(end - self.seconds) > TOLERANCE * self.seconds:
+            planned = self.fit_steps(seconds_per_gflop, step, spent)
+            plan.seconds_per_gflop = seconds_per_gflop
+        planned = self.agree(planned)
+        changed = planned != plan.planned_steps
+        if plan.first_plan is None:
+            plan.first_plan = planned
+        elif changed:
+            plan.replans += 1
+        plan.planned_steps = planned
+        return changed
+
+    def after_step(self, step: int, epoch_gflop: float, spent: float) -> bool:
+        """Time the steps (``step``: the steps taken in all; ``epoch_gflop``: this epoch's
+        compute so far) and check the plan when it is due."""
+        if self.warm_steps < WARMUP_STEPS:
+            self.warm_steps += 1
+            return False
+        now = time.perf_counter()
+        if self.window is None:
+            self.window = (now, epoch_gflop, step)
+            return False
+        start, start_gflop, start_step = self.window
+        timed = step - start_step
+        due = timed % CHECK_EVERY == 0 if self.plan.first_plan is not None else timed >= TIMED_STEPS
+        if not due or epoch_gflop <= start_gflop:
+            return False
+        return self.check((now - start) / (epoch_gflop - start_gflop), step, spent)
+
+    def after_epoch(
+        self, *, train_seconds: float, gflop: float, val_seconds: float, step: int, spent: float
+    ) -> bool:
+        """Keep the validation time just measured, and check the plan at the epoch's pace,
+        unless the run has ended: its last epoch is over, so its steps are what they are."""
+        self.plan.val_seconds = val_seconds
+        if step >= self.plan.planned_steps or gflop <= 0:
+            return False
+        return self.check(train_seconds / gflop, step, spent)
 
     def describe(self) -> str:
         plan = self.plan
-        epoch_min = f"{plan.estimated_epoch_s / 60:.2f}" if plan.estimated_epoch_s else "?"
+        epochs = plan.planned_steps / self.steps_per_epoch
+        pace = f"{1 / plan.seconds_per_gflop:.0f} GFLOP/s" if plan.seconds_per_gflop else "?"
+        again = f" (plan {plan.replans + 1})" if plan.replans else ""
         return (
-            f"time budget {plan.minutes:g} min: about {epoch_min} min an epoch with validation "
-            f"-> {plan.planned_epochs} epochs planned (at most train.epochs={plan.max_epochs})"
+            f"time budget {plan.minutes:g} min: training at {pace} -> {plan.planned_steps} "
+            f"steps ({epochs:.1f} epochs) planned{again}, at most train.epochs="
+            f"{plan.max_steps // self.steps_per_epoch}"
         )
 
-    def overrun_warning(self) -> str | None:
-        """A warning when the budget is shorter than the one epoch a run always trains."""
-        epoch_s = self.plan.estimated_epoch_s
-        if epoch_s is None or epoch_s <= self.seconds:
-            return None
-        return (
-            f"warning: train.time_budget_minutes={self.plan.minutes:g} is shorter than one "
-            f"epoch (about {epoch_s / 60:.2f} min with validation); the run trains one whole "
-            "epoch. For a shorter run use train.budget_pflop, which can end inside an epoch"
-        )
+    def record(self, steps_run: int, epochs_run: int, train_seconds: float) -> dict[str, Any]:
+        """What ``summary.json`` keeps of the budget: the plans, and what was used."""
+        plan, per_epoch = self.plan, self.steps_per_epoch
+        first = plan.first_plan
+        return {
+            "minutes": plan.minutes,
+            "first_planned_steps": first,
+            "planned_steps": plan.planned_steps,
+            "replans": plan.replans,
+            "first_planned_epochs": None if first is None else math.ceil(first / per_epoch),
+            "planned_epochs": math.ceil(plan.planned_steps / per_epoch),
+            "steps_run": steps_run,
+            "epochs_run": epochs_run,
+            "minutes_used": round(train_seconds / 60, 2),
+        }
 
-    def state_dict(self) -> dict[str, float | int | bool | None]:
+    def state_dict(self) -> dict[str, float | int | None]:
         return asdict(self.plan)
 
 
@@ -140,36 +205,59 @@ def steps_within(budget_gflop: float, run_gflop: Callable[[int], float]) -> int:
     return low
 
 
+def steps_gflop(
+    cfg: Config, data: DataBundle, world_size: int, gflop_per_image: Callable[[int], float]
+) -> StepsGflop:
+    """``(first, total) -> GFLOP`` of steps first..total-1, over ``world_size`` ranks, of a
+    run whose schedules are laid out over ``total`` steps. Each step costs its images (a
+    shorter last batch per epoch) at its side."""
+    steps_per_epoch, batch = len(data.train), cfg.data.batch_size
+    last_batch = min(batch, data.train.shard_size() - (steps_per_epoch - 1) * batch)
+
+    def gflop(first: int, total: int) -> float:
+        sides = side_schedule(cfg, data.input_side, total)
+        spent = 0.0
+        for step in range(first, total):
+            last = step % steps_per_epoch == steps_per_epoch - 1
+            images = (last_batch if last else batch) * world_size
+            spent += images * gflop_per_image(sides.side(step) if sides else data.input_side)
+        return spent
+
+    return gflop
+
+
 def time_budget(
-    cfg: Config, data: DataBundle, saved_plan: dict[str, Any] | None
+    cfg: Config,
+    data: DataBundle,
+    saved_plan: dict[str, Any] | None,
+    *,
+    gflop_per_image: Callable[[int], float],
+    agree: Callable[[int], int],
 ) -> TimeBudget | None:
     """The run's time budget, new or as a resumed run planned it; None without one."""
     minutes = cfg.train.time_budget_minutes
     if minutes is None:
         return None
-    val_share = len(data.val.labels) / len(data.train.labels)
+    steps_per_epoch = len(data.train)
     if saved_plan is not None:
-        return TimeBudget(BudgetPlan(**saved_plan), len(data.train), val_share)
-    return TimeBudget.new(minutes, cfg.train.epochs, len(data.train), val_share)
+        plan = plan_from_saved(saved_plan, steps_per_epoch)
+    else:
+        max_steps = cfg.train.epochs * steps_per_epoch
+        plan = BudgetPlan(minutes, max_steps, max_steps)
+    return TimeBudget(
+        plan,
+        steps_per_epoch=steps_per_epoch,
+        steps_gflop=steps_gflop(cfg, data, 1, gflop_per_image),
+        val_gflop=data.val.shard_size() * gflop_per_image(data.input_side) * VAL_COST_PER_IMAGE,
+        agree=agree,
+    )
 
 
 def compute_budget_steps(
     cfg: Config, data: DataBundle, world_size: int, gflop_per_image: Callable[[int], float]
 ) -> int | None:
-    """The steps that ``train.budget_pflop`` buys, over all ranks; None without that budget.
-    Each step costs its images (a shorter last batch per epoch) at its side."""
+    """The steps that ``train.budget_pflop`` buys, over all ranks; None without that budget."""
     if cfg.train.budget_pflop is None:
         return None
-    steps_per_epoch, batch = len(data.train), cfg.data.batch_size
-    last_batch = min(batch, data.train.shard_size() - (steps_per_epoch - 1) * batch)
-
-    def run_gflop(total_steps: int) -> float:
-        sides = side_schedule(cfg, data.input_side, total_steps)
-        gflop = 0.0
-        for step in range(total_steps):
-            last = step % steps_per_epoch == steps_per_epoch - 1
-            images = (last_batch if last else batch) * world_size
-            gflop += images * gflop_per_image(sides.side(step) if sides else data.input_side)
-        return gflop
-
-    return steps_within(cfg.train.budget_pflop * 1e6, run_gflop)
+    gflop = steps_gflop(cfg, data, world_size, gflop_per_image)
+    return steps_within(cfg.train.budget_pflop * 1e6, lambda total: gflop(0, total))

@@ -55,6 +55,14 @@ class Distributed:
         dist.broadcast(tensor, src=0)
         return [value > 0 for value in tensor.tolist()]
 
+    def main_count(self, count: int) -> int:
+        """Rank 0's ``count`` on every rank: a plan that all ranks follow."""
+        if not self.enabled:
+            return count
+        tensor = torch.tensor([count], dtype=torch.int64, device=self._device())
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
     def share_buffers_from_main(self, module: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics). After a step each
         rank's include its own last batch; rank 0's are the ones checkpoints keep, so

@@ -211,6 +211,9 @@ class EpochHooks:
     save_due: Callable[[], bool] = never
     save: Callable[[EpochStats], None] = lambda _stats: None
     after_step: Callable[[EpochStats], None] = lambda _stats: None
+    # the steps this epoch trains, asked before each step (a time budget may plan again
+    # inside an epoch); None: ``total``
+    epoch_steps: Callable[[], int] | None = None
     progress: bool = True
     desc: str = "train"
 
@@ -225,7 +228,8 @@ def train_one_epoch(
     stats: EpochStats | None = None,
     hooks: EpochHooks | None = None,
 ) -> EpochStats:
-    """Train on ``batches`` until they run out or ``hooks.stop_requested()`` turns true;
+    """Train on ``batches`` until they run out, ``total`` steps are taken (as
+    ``hooks.epoch_steps`` has it, where given) or ``hooks.stop_requested()`` turns true;
     ``hooks.save(stats)`` runs whenever ``hooks.save_due()`` does. Both are asked, and the
     losses checked, at reads: every ``ctx.sync_every`` steps of the epoch and at its end.
 
@@ -243,6 +247,10 @@ def train_one_epoch(
     )
     pending = PendingSteps()
     for images, labels in bar:
+        if hooks.epoch_steps is not None and (steps := hooks.epoch_steps()) != total:
+            total = bar.total = steps
+        if stats.steps >= total:
+            break
         step = first_step + stats.steps
         inputs = transform(images, gen, ctx.sides.side(step) if ctx.sides else None)
         pair = train_step(ctx, inputs, labels, step, gen)
@@ -263,7 +271,7 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
         if stats.steps < total and hooks.save_due():
             hooks.save(stats)
-    if pending.pairs:  # the batches ran out before ``total``
+    if pending.pairs:  # the batches ran out, or the end moved, before a read
         read_pending(ctx, pending, stats, False)
     bar.close()
     return stats

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,17 +45,19 @@ class Run:
     tensorboard: TensorBoardLog | None = None  # rank 0 only
 
     @property
-    def epochs(self) -> int:
-        """The epochs the schedule is laid out for: planned by a budget, else configured; a
-        compute budget's last epoch may end early."""
+    def total_steps(self) -> int:
+        """The optimiser steps the schedules are laid out for: those a budget planned or
+        bought, else ``train.epochs`` of them."""
         if self.budget_steps is not None:
-            return math.ceil(self.budget_steps / len(self.data.train))
-        return self.budget.plan.planned_epochs if self.budget else self.cfg.train.epochs
+            return self.budget_steps
+        if self.budget is not None:
+            return self.budget.plan.planned_steps
+        return self.cfg.train.epochs * len(self.data.train)
 
     @property
-    def total_steps(self) -> int:
-        """The optimiser steps the schedules are laid out for."""
-        return self.budget_steps or self.epochs * len(self.data.train)
+    def epochs(self) -> int:
+        """The epochs that ``total_steps`` start; a budget's last one may end early."""
+        return math.ceil(self.total_steps / len(self.data.train))
 
     def replan_schedules(self, announce: bool = False) -> None:
         """Lay the learning-rate and side schedules out for ``total_steps`` (a budget may
@@ -71,8 +72,6 @@ class Run:
         self.ctx.replan(schedule, side_schedule(self.cfg, self.data.input_side, self.total_steps))
         if announce and self.dist.is_main and self.budget is not None:
             tqdm.write(self.budget.describe())
-            if warning := self.budget.overrun_warning():
-                tqdm.write(warning, file=sys.stderr)
 
     def save(self, state: RunState, improved: bool = False) -> None:
         """Write best.pt when ``improved``, then last.pt; only rank 0 writes.

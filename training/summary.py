@@ -83,13 +83,7 @@ def write_summary(
         "peak_rss_mib": peak_rss_mib(),
     }
     if budget is not None:
-        summary["time_budget"] = {
-            "minutes": budget.plan.minutes,
-            "first_planned_epochs": budget.plan.first_plan,
-            "planned_epochs": budget.plan.planned_epochs,
-            "epochs_run": state.epoch,
-            "minutes_used": round(state.train_seconds / 60, 2),
-        }
+        summary["time_budget"] = budget.record(state.step, state.epoch, state.train_seconds)
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     reason = "stopped early" if state.stopped_early else "finished"
     tqdm.write(

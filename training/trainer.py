@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import signal
 import sys
 from collections.abc import Callable
@@ -116,7 +115,9 @@ def fit(
         )
         state.world_size = dist.world_size
     # 5. Budgets, and the schedules laid out for the steps they buy.
-    run.budget = time_budget(cfg, data, state.budget)
+    run.budget = time_budget(
+        cfg, data, state.budget, gflop_per_image=run.ctx.gflop_per_image, agree=dist.main_count
+    )
     run.budget_steps = compute_budget_steps(cfg, data, dist.world_size, run.ctx.gflop_per_image)
     run.replan_schedules()
     if dist.enabled:  # distinct dropout masks per rank
@@ -132,7 +133,7 @@ def fit(
         def stop_requested() -> bool:
             return dist.any([signals.requested()])[0]
 
-        while state.epoch < run.epochs and not state.stopped_early and fits_time(run, state):
+        while state.epoch < run.epochs and not state.stopped_early:
             if stop_after_epochs is not None and state.epoch - first_epoch >= stop_after_epochs:
                 return state
             run.ctx.keep_frozen(frozen_norms_for_epoch(cfg, model, state.epoch, dist))
@@ -160,7 +161,11 @@ def fit(
             )
             state.history.append(row)
             if run.budget and run.budget.after_epoch(
-                row["epoch_time_s"], state.train_seconds, state.epoch
+                train_seconds=train_seconds,
+                gflop=epoch.stats.gflop,
+                val_seconds=epoch_seconds - train_seconds,
+                step=state.step,
+                spent=state.train_seconds,
             ):
                 run.replan_schedules(announce=True)
             out_of_patience = run.early_stopping.update(row["val_loss"])
@@ -258,14 +263,6 @@ def start_run_dir(run: Run, hardware: str) -> None:
         )
 
 
-def fits_time(run: Run, state: RunState) -> bool:
-    """Without a time budget, always; with one, while the next epoch, timed as the last, fits."""
-    if run.budget is None:
-        return True
-    last = state.history[-1]["epoch_time_s"] if state.history else None
-    return run.budget.next_epoch_fits(last, state.train_seconds)
-
-
 @dataclasses.dataclass
 class EpochResult:
     stats: EpochStats  # cumulative over the epoch, resumed part included
@@ -312,20 +309,24 @@ def train_epoch_with_saves(
             lr = run.ctx.schedule.lr(step - 1)
             run.tensorboard.step(step, stats.loss_sum, stats.seen, lr)
         spent = state.train_seconds + stopwatch.elapsed()
-        if run.budget is not None and run.budget.after_step(stats.steps, spent):
+        if run.budget is not None and run.budget.after_step(step, stats.gflop, spent):
             run.replan_schedules(announce=True)
+
+    def epoch_steps() -> int:  # a budget may end the run early, and plan again on the way
+        return min(len(run.data.train), run.total_steps - state.step)
 
     hooks = EpochHooks(
         stop_requested=stop_requested,
         save_due=clock.due,
         save=save,
         after_step=after_step,
+        epoch_steps=epoch_steps,
         progress=dist.is_main,
         desc=f"epoch {epoch + 1}/{run.epochs}",
     )
-    steps = min(len(run.data.train), run.total_steps - state.step)  # a budget may end early
-    rest = run.data.train.batches(epoch, start_batch=stats.steps)  # after a resumed part
-    batches = itertools.islice(rest, steps - stats.steps)
+    if run.budget is not None:
+        run.budget.start_epoch()
+    batches = run.data.train.batches(epoch, start_batch=stats.steps)  # after a resumed part
     try:
         stats = train_one_epoch(
             run.ctx,
@@ -333,7 +334,7 @@ def train_epoch_with_saves(
             run.data.train_transform,
             gen=gen,
             first_step=state.step,
-            total=steps,
+            total=epoch_steps(),
             stats=stats,
             hooks=hooks,
         )

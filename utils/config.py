@@ -163,8 +163,9 @@ class TrainConfig:
     save_every_minutes: float | None = _range(None, 0.0, None, low_open=True, resume_safe=True)
     # TensorBoard event files in <run>/tensorboard: null logs when the package is installed
     tensorboard: bool | None = _resume_safe(None)
-    # plan the epochs (at most train.epochs) that fit this many minutes of training and
-    # validation, and lay the schedule out for them (training/budget.py); null: train.epochs
+    # plan the steps (at most train.epochs of them) that fit this many minutes of training
+    # and validation, plan again when the pace drifts, and lay the schedule out for them
+    # (training/budget.py); null: train.epochs
     time_budget_minutes: float | None = _range(None, 0.0, None, low_open=True)
     # train for this many PFLOP (forward + backward, counted per input side) and lay the
     # schedule out in steps to end on it: the same run on any machine; null: train.epochs
