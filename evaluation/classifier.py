@@ -30,9 +30,8 @@ from data.augment import BatchTransform
 from data.datasets import decode_image_file, image_tensor, resize_square
 from evaluation.inference import Batches, load_model, predict
 from utils.checkpoint import load_checkpoint, resolve_checkpoint_path
-from utils.device import resolve_device
+from utils.device import recorded_fast_path, resolve_device
 from utils.errors import CheckpointError, DataError
-from utils.fast_path import recorded_fast_path
 from utils.run_log import TTA_MODES
 
 DEFAULT_BATCH_SIZE = 256

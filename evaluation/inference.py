@@ -16,7 +16,7 @@ from tqdm import tqdm
 from data.augment import BatchTransform
 from models import ResNet, apply_layout, create_model
 from utils.checkpoint import load_state, scored_weights
-from utils.fast_path import FastPath
+from utils.device import FastPath
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 

@@ -29,9 +29,8 @@ from evaluation.plots import (
 from models import ResNet
 from utils.checkpoint import steps_into_next_epoch
 from utils.config import Config, config_from_dict
-from utils.device import resolve_device
+from utils.device import FastPath, recorded_fast_path, resolve_device
 from utils.errors import DataError
-from utils.fast_path import FastPath, recorded_fast_path
 from utils.run_log import eval_folder, read_history
 from utils.safe_write import write_text_atomic
 

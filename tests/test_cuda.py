@@ -17,8 +17,8 @@ from models import create_model
 from tests.conftest import REPO, CliRunner, tiny_config
 from tests.test_host_reads import AUGMENT, batches
 from training.distributed import check_enough_gpus
-from training.ema import WeightAverage
 from training.loop import StepContext, epoch_generator, train_one_epoch
+from training.optimizer import WeightAverage
 from training.schedule import LrSchedule
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint

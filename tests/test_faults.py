@@ -26,7 +26,7 @@ from training.summary import write_summary
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.config import save_config
-from utils.fast_path import FastPath
+from utils.device import FastPath
 from utils.run_lock import RunInUseError, claim_run_dir
 from utils.run_log import write_history
 from utils.safe_write import WriteError

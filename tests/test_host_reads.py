@@ -17,7 +17,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data.augment import BatchTransform
 from models import create_model
-from training.ema import WeightAverage
 from training.loop import (
     EpochHooks,
     NonFiniteLossError,
@@ -27,6 +26,7 @@ from training.loop import (
     restore_generator,
     train_one_epoch,
 )
+from training.optimizer import WeightAverage
 from training.schedule import LrSchedule
 from utils.config import ScheduleConfig
 

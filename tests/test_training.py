@@ -15,7 +15,7 @@ from training.early_stopping import EarlyStopping
 from training.run_state import RunState, make_checkpoint, restore
 from training.trainer import build_optimizer, fit
 from utils.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
-from utils.fast_path import FastPath
+from utils.device import FastPath
 from utils.run_log import read_history
 
 

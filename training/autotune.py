@@ -24,8 +24,7 @@ from torch import nn
 from models.layout import STAGES, make_nchw
 from training.distributed import Distributed
 from utils.config import TrainConfig
-from utils.device import autocast_factory, resolve_precision
-from utils.fast_path import FastPath
+from utils.device import FastPath, autocast_factory, resolve_precision
 
 PROBE_MAX_BATCH = 64  # timed passes use at most this many images: enough to rank the options
 BF16_MIN_SPEEDUP = 1.1

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from data import DataBundle
+from training.distributed import Distributed
 from training.schedule import side_schedule
 from utils.config import Config
 
@@ -261,3 +262,19 @@ def compute_budget_steps(
         return None
     gflop = steps_gflop(cfg, data, world_size, gflop_per_image)
     return steps_within(cfg.train.budget_pflop * 1e6, lambda total: gflop(0, total))
+
+
+def plan_budgets(
+    cfg: Config,
+    data: DataBundle,
+    saved_plan: dict[str, Any] | None,
+    *,
+    gflop_per_image: Callable[[int], float],
+    dist: Distributed,
+) -> tuple[TimeBudget | None, int | None]:
+    """The run's budget: a time budget (new, or as a resumed run planned it) or the steps
+    that a compute budget buys over all ranks; None for the kind the run does not have."""
+    timed = time_budget(
+        cfg, data, saved_plan, gflop_per_image=gflop_per_image, agree=dist.main_count
+    )
+    return timed, compute_budget_steps(cfg, data, dist.world_size, gflop_per_image)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from data.augment import BatchTransform
 from data.mix import BatchMixer
 from evaluation.inference import predict
-from training.ema import WeightAverage
+from training.optimizer import WeightAverage
 from training.schedule import LrSchedule, SideSchedule
 from utils.errors import UserError
 

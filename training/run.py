@@ -22,7 +22,7 @@ from training.schedule import LrSchedule, side_schedule
 from training.tensorboard import TensorBoardLog
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
-from utils.fast_path import FastPath
+from utils.device import FastPath
 from utils.safe_write import WriteError
 
 

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from data import DataBundle
 from models import model_args
 from training.early_stopping import EarlyStopping
-from training.ema import WeightAverage
+from training.optimizer import WeightAverage
 from utils.checkpoint import FORMAT_VERSION, load_state, reading
 from utils.config import Config, config_to_dict
-from utils.fast_path import FastPath
+from utils.device import FastPath
 
 
 @dataclass

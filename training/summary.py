@@ -13,7 +13,7 @@ from training.budget import TimeBudget
 from training.distributed import Distributed
 from training.loop import EpochStats
 from training.run_state import RunState
-from utils.fast_path import FastPath
+from utils.device import FastPath
 from utils.hardware import peak_rss_mib
 from utils.run_log import write_text_atomic
 

@@ -23,14 +23,16 @@ from data import DataBundle, check_same_data, create_data
 from data.mix import BatchMixer
 from models import apply_layout, create_model, model_args
 from training.autotune import choose_fast_path
-from training.budget import compute_budget_steps, time_budget
+from training.budget import plan_budgets
 from training.clocks import SaveClock, Stopwatch
 from training.compute import train_gflop_per_image
 from training.distributed import Distributed, start_processes
 from training.early_stopping import EarlyStopping
-from training.ema import WeightAverage
-from training.finetune import start_from_pretrained, with_pretrained_defaults
-from training.freeze import frozen_norms_for_epoch
+from training.finetune import (
+    frozen_norms_for_epoch,
+    start_from_pretrained,
+    with_pretrained_defaults,
+)
 from training.interrupt import StopOnSignal, stopped_by_signal
 from training.loop import (
     EpochHooks,
@@ -44,15 +46,14 @@ from training.loop import (
     restore_generator,
     train_one_epoch,
 )
-from training.optimizer import build_optimizer
+from training.optimizer import WeightAverage, build_optimizer
 from training.run import Run
 from training.run_state import RunState, restore
 from training.schedule import LrSchedule
 from training.summary import epoch_row, format_epoch, write_summary
 from training.tensorboard import TensorBoardLog
 from utils.config import Config, TrainConfig, config_to_dict, save_config
-from utils.device import emulated_bf16_warning
-from utils.fast_path import FastPath, recorded_fast_path
+from utils.device import FastPath, emulated_bf16_warning, recorded_fast_path
 from utils.hardware import describe_hardware
 from utils.run_log import write_history
 
@@ -115,10 +116,9 @@ def fit(
         )
         state.world_size = dist.world_size
     # 5. Budgets, and the schedules laid out for the steps they buy.
-    run.budget = time_budget(
-        cfg, data, state.budget, gflop_per_image=run.ctx.gflop_per_image, agree=dist.main_count
+    run.budget, run.budget_steps = plan_budgets(
+        cfg, data, state.budget, gflop_per_image=run.ctx.gflop_per_image, dist=dist
     )
-    run.budget_steps = compute_budget_steps(cfg, data, dist.world_size, run.ctx.gflop_per_image)
     run.replan_schedules()
     if dist.enabled:  # distinct dropout masks per rank
         torch.manual_seed(cfg.train.seed + 1_000 * dist.rank + 100_003 * state.epoch)
