@@ -78,6 +78,9 @@ def test_a_pace_that_drifts_is_planned_again(monkeypatch: pytest.MonkeyPatch) ->
     spent, plans = simulate(budget, monkeypatch, lambda spent: 2.0 if spent < 200 else 1.0)
     assert plans[-1] > 1.25 * plans[1]
     assert abs(spent - 600) <= 0.03 * 600
+    budget = budget_of(minutes=10)  # a pace that improves all along, as larger sides bring
+    spent, plans = simulate(budget, monkeypatch, lambda spent: 1.5 - spent / 1200)
+    assert budget.plan.replans >= 3 and abs(spent - 600) <= 0.03 * 600
 
 
 def test_never_more_than_train_epochs_and_a_short_budget_ends_inside_an_epoch(

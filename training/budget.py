@@ -6,9 +6,11 @@ inside an epoch.
 A time budget prices a step by its FLOPs (``steps_gflop``; progressive resizing makes early
 steps cheaper) at a measured rate, seconds per GFLOP, and adds one validation pass per epoch
 end. It times the steps after the first few of each process (which set kernels up), plans
-after ``TIMED_STEPS`` of them, and then every ``CHECK_EVERY`` steps and at each epoch end
-predicts when the plan would end at the rate measured over the epoch so far: more than
-``TOLERANCE`` of the budget away from it, it plans again from there. The minutes counted are
+after ``TIMED_STEPS`` of them, and then every ``CHECK_EVERY`` steps predicts when the plan
+would end at the pace of the last ``PACE_CHECKS`` x ``CHECK_EVERY`` steps of the epoch (at an
+epoch end, of the whole epoch): more than ``TOLERANCE`` of the budget away from it, it plans
+again from there. A recent pace follows both a machine that gets busier and the larger,
+faster-per-FLOP steps that progressive resizing brings. The minutes counted are
 those of training and validation (``summary.json``'s ``train_seconds``), not the start-up.
 Under torchrun every rank follows rank 0's plan.
 """
@@ -29,6 +31,7 @@ from utils.config import Config
 WARMUP_STEPS = 2  # untimed: a process's first steps set up kernels
 TIMED_STEPS = 8  # steps timed before the first plan
 CHECK_EVERY = 25  # steps between checks of the plan against the measured pace
+PACE_CHECKS = 4  # the pace is that of the last 4 x 25 steps of the epoch
 TOLERANCE = 0.02  # of the budget: how far off the predicted end may be before planning again
 VAL_COST_PER_IMAGE = 1 / 3  # a forward pass, against training's forward and backward
 
@@ -80,7 +83,8 @@ class TimeBudget:
         self.val_gflop = val_gflop  # a validation pass in training GFLOP (before it is timed)
         self.agree = agree  # rank 0's planned steps, on every rank
         self.warm_steps = 0  # steps this process took, until WARMUP_STEPS
-        self.window: tuple[float, float, int] | None = None  # (time, GFLOP, step) timed from
+        # (time, epoch GFLOP, step) where timing started in this epoch, then at each check
+        self.marks: list[tuple[float, float, int]] = []
 
     @property
     def seconds(self) -> float:
@@ -88,7 +92,7 @@ class TimeBudget:
 
     def start_epoch(self) -> None:
         """Time the new epoch's steps from its start: validation is not a step's time."""
-        self.window = None
+        self.marks = []
 
     def ends_at(self, seconds_per_gflop: float, step: int, spent: float, total: int) -> float:
         """When a run of ``total`` steps would end, ``spent`` seconds and ``step`` steps in."""
@@ -139,14 +143,15 @@ class TimeBudget:
             self.warm_steps += 1
             return False
         now = time.perf_counter()
-        if self.window is None:
-            self.window = (now, epoch_gflop, step)
+        if not self.marks:
+            self.marks = [(now, epoch_gflop, step)]
             return False
-        start, start_gflop, start_step = self.window
-        timed = step - start_step
+        timed = step - self.marks[0][2]
         due = timed % CHECK_EVERY == 0 if self.plan.first_plan is not None else timed >= TIMED_STEPS
-        if not due or epoch_gflop <= start_gflop:
+        if not due or epoch_gflop <= self.marks[0][1]:
             return False
+        start, start_gflop, _ = self.marks[max(0, len(self.marks) - PACE_CHECKS)]
+        self.marks.append((now, epoch_gflop, step))
         return self.check((now - start) / (epoch_gflop - start_gflop), step, spent)
 
     def after_epoch(
