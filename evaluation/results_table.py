@@ -51,7 +51,7 @@ def _test_cell(row: dict[str, Any], mode: str, measure: str) -> str:
 
 def _budget_cell(row: dict[str, Any]) -> str:
     """Each run's budget and the epochs planned for it: first from timed steps, then, where
-    the first epoch's time re-planned it, the final plan (``120 min: 13 → 15``)."""
+    the budget planned again, the final plan (``120 min: 13 → 15``)."""
     cells = []
     for budget in row.get("time_budget", []):
         if budget is None:
