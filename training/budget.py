@@ -7,12 +7,13 @@ A time budget prices a step by its FLOPs (``steps_gflop``; progressive resizing 
 steps cheaper) at a measured rate, seconds per GFLOP, and adds one validation pass per epoch
 end. It times the steps after the first few of each process (which set kernels up), plans
 after ``TIMED_STEPS`` of them, and then every ``CHECK_EVERY`` steps predicts when the plan
-would end at the pace of the last ``PACE_CHECKS`` x ``CHECK_EVERY`` steps of the epoch (at an
-epoch end, of the whole epoch): more than ``TOLERANCE`` of the budget away from it, it plans
-again from there. A recent pace follows both a machine that gets busier and the larger,
-faster-per-FLOP steps that progressive resizing brings. The minutes counted are
-those of training and validation (``summary.json``'s ``train_seconds``), not the start-up.
-Under torchrun every rank follows rank 0's plan.
+would end at the pace of the last ``PACE_CHECKS`` x ``CHECK_EVERY`` steps of the epoch: more
+than ``TOLERANCE`` of the budget away from it, it plans again from there. A recent pace
+follows both a machine that gets busier and the larger, faster-per-FLOP steps that
+progressive resizing brings. At each epoch end the plan is checked again with the validation
+time just measured. The minutes counted are those of training and validation
+(``summary.json``'s ``train_seconds``), not the start-up. Under torchrun every rank follows
+rank 0's plan.
 """
 
 from __future__ import annotations
@@ -157,12 +158,13 @@ class TimeBudget:
     def after_epoch(
         self, *, train_seconds: float, gflop: float, val_seconds: float, step: int, spent: float
     ) -> bool:
-        """Keep the validation time just measured, and check the plan at the epoch's pace,
-        unless the run has ended: its last epoch is over, so its steps are what they are."""
+        """Keep the validation time just measured and check the plan with it, at the pace the
+        plan assumed (the epoch's own where there is no plan yet), unless the run has ended:
+        its last epoch is over, so its steps are what they are."""
         self.plan.val_seconds = val_seconds
         if step >= self.plan.planned_steps or gflop <= 0:
             return False
-        return self.check(train_seconds / gflop, step, spent)
+        return self.check(self.plan.seconds_per_gflop or train_seconds / gflop, step, spent)
 
     def describe(self) -> str:
         plan = self.plan
