@@ -43,7 +43,13 @@ from training.loop import StepContext, default_sync_every, epoch_generator, trai
 from training.optimizer import build_optimizer
 from training.schedule import LrSchedule
 from utils.config import OptimConfig, ScheduleConfig
-from utils.device import autocast_factory, resolve_device, resolve_precision
+from utils.device import (
+    autocast_factory,
+    configure_cuda,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
 from utils.hardware import describe_hardware, peak_rss_mib
 from utils.safe_write import write_text_atomic
 
@@ -68,14 +74,6 @@ def reference_model(stem: str) -> nn.Module:
         model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
     return model
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the work queued on ``device``, so that a clock reads its time, not the host's."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def reference_img_per_s(
@@ -209,7 +207,7 @@ def measure_one(
     precision = training_precision(args.precision, stem, size, args.batch, device)
     on_cpu = device.type == "cpu"
     steps = args.steps if (stem == "imagenet" and size <= 64) or not on_cpu else args.steps // 4
-    steps = max(3, steps)
+    steps = min(max(3, steps), usable_steps(len(data.labels), args.batch))
     nchw = []
     if on_cpu:
         model = create_model(num_classes=10, stem=stem)
@@ -250,12 +248,30 @@ def measure_one(
         row["layout_speedup"] = round(
             median_ratio(timed["repo"], timed["repo_all_channels_last"]), 3
         )
-    if args.compile:
-        common = (data.images, data.labels, stem, size, args.batch, steps, precision)
-        compiled, warmup = repo_img_per_s(*common, nchw, device, compile_model=True)
-        row["compiled_img_s"] = round(compiled, 1)
-        row["compile_warmup_s"] = round(warmup, 1)
     return row
+
+
+def add_compiled(args: argparse.Namespace, data: ImageSet, row: dict[str, Any]) -> None:
+    """The repo's path under ``torch.compile``, into ``row`` (timed after the eager row is
+    printed, so that a compilation cut short loses nothing else)."""
+    common = (data.images, data.labels, row["stem"], row["size"], args.batch, row["steps"])
+    compiled, warmup = repo_img_per_s(
+        *common, row["precision"], row["nchw_stages"], args.device, compile_model=True
+    )
+    row["compiled_img_s"] = round(compiled, 1)
+    row["compile_warmup_s"] = round(warmup, 1)
+
+
+def usable_steps(images: int, batch: int) -> int:
+    """Timed steps the images allow: each pipeline spends a batch or two warming up first,
+    and img/s counts only the steps taken."""
+    steps = images // batch - 2
+    if steps < 3:
+        raise SystemExit(
+            f"{images} images make too few batches of {batch} to time; "
+            "use a smaller --batch or a larger --folder"
+        )
+    return steps
 
 
 def measure(args: argparse.Namespace, folder: Path) -> dict:
@@ -264,6 +280,9 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
     for stem, size in itertools.product(args.stems, args.sizes):
         results.append(measure_one(args, folder, data, stem, size))
         print(json.dumps(results[-1]), flush=True)
+        if args.compile:
+            add_compiled(args, data, results[-1])
+            print(json.dumps(results[-1]), flush=True)
     peaks = {}
     if args.device.type == "cpu":
         precisions = {row["precision"] for row in results}
@@ -294,6 +313,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
     args.device = resolve_device(args.device, "--device")
+    configure_cuda(args.device, deterministic=False)  # cuDNN picks kernels, as in training
     resolve_precision(args.precision, args.device)  # fp16 off CUDA fails here, in one line
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder if args.folder.is_dir() else write_synthetic_folder(Path(tmp))
