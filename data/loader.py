@@ -179,7 +179,10 @@ class StreamingLoader(EpochOrder):
             if images is None:  # skipping it would desynchronise steps across ranks and resumes
                 raise DataError(f"every image of a batch is unreadable, e.g. {self.files[bad[0]]}")
             labels = self.labels[indices]
-            yield images.to(self.device, non_blocking=True), labels.to(self.device)
+            if self.device.type == "cuda":  # a copy from pageable memory waits for the GPU
+                labels = labels.pin_memory()
+            on_device = labels.to(self.device, non_blocking=True)
+            yield images.to(self.device, non_blocking=True), on_device
 
     def _handle_bad(self, bad: list[int]) -> None:
         if not bad:

@@ -1,6 +1,7 @@
 """The CUDA path, where a GPU is present (skipped elsewhere; benchmarks/gpu_check.sh runs
-these on a GPU machine): bf16 and fp16 steps, a run moved between GPU and CPU, predict and
-export from a GPU-trained checkpoint, and torchrun with one process per GPU."""
+these on a GPU machine): bf16 and fp16 steps, deterministic runs that repeat bitwise, a run
+moved between GPU and CPU, predict and export from a GPU-trained checkpoint, and torchrun with
+one process per GPU. The torchrun and optimiser checks at the top run everywhere."""
 
 import json
 import os
@@ -18,20 +19,35 @@ from tests.conftest import REPO, CliRunner, tiny_config
 from tests.test_host_reads import AUGMENT, batches
 from training.distributed import check_enough_gpus
 from training.loop import StepContext, epoch_generator, train_one_epoch
-from training.optimizer import WeightAverage
+from training.optimizer import WeightAverage, build_optimizer
 from training.schedule import LrSchedule
 from training.trainer import fit
-from utils.checkpoint import load_checkpoint
-from utils.config import ScheduleConfig
+from utils.checkpoint import load_checkpoint, load_state
+from utils.config import OptimConfig, ScheduleConfig
 from utils.errors import UserError
 
 ON_CUDA = ("train.device=cuda",)
 
 
 def test_more_torchrun_processes_than_gpus_is_one_error_line() -> None:
-    with pytest.raises(UserError, match=r"process 2 of this machine, but it has 2 GPU\(s\)"):
-        check_enough_gpus(2, 2)
-    check_enough_gpus(1, 2)  # rank 1 of 2 GPUs: fine
+    with pytest.raises(UserError, match=r"3 processes on this machine, but it has 2 GPU\(s\)"):
+        check_enough_gpus(3, 2)
+    check_enough_gpus(2, 2)  # one process per GPU: fine
+
+
+def test_a_resumed_optimizer_keeps_the_implementation_it_was_built_with() -> None:
+    """The saving run's foreach/fused flags are not loaded with its state: a run moved from
+    CPU to CUDA keeps the fused step, and fp16's scaler never meets foreach."""
+    model = create_model(num_classes=10, stem="cifar")
+    saved = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    saved.step()
+    resumed = build_optimizer(model, OptimConfig(lr=0.1, momentum=0.9), 0.1)
+    load_state(resumed, {"optimizer": saved.state_dict()}, "optimizer")
+    assert resumed.param_groups[0]["foreach"] is True  # as built on the CPU, not False
+    first = next(model.parameters())
+    momentum = resumed.state[first]["momentum_buffer"]
+    assert torch.equal(momentum, saved.state[first]["momentum_buffer"])
 
 
 @pytest.mark.cuda
@@ -43,6 +59,17 @@ def test_a_cuda_run_learns_in_each_precision(tmp_path: Path, precision: str) -> 
     assert checkpoint["fast_path"]["precision"] == precision
     assert (checkpoint["grad_scaler"] is not None) == (precision == "fp16")  # the loss scale
     assert state.history[-1]["train_acc"] > 0.3  # 10 classes: chance is 0.1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("config", ["best", "optimized"])  # the cifar and imagenet stems
+def test_deterministic_cuda_runs_repeat_bitwise(tmp_path: Path, config: str) -> None:
+    sets = (*ON_CUDA, "train.deterministic=true", "train.epochs=2", "train.precision=bf16")
+    weights = []
+    for name in ("a", "b"):
+        fit(tiny_config(config, tmp_path, *sets), tmp_path / name)
+        weights.append(load_checkpoint(tmp_path / name / "last.pt")["model"])
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 @pytest.mark.cuda

@@ -57,6 +57,36 @@ def simulate(
     return spent, plans
 
 
+def first_plan_behind_the_host(monkeypatch: pytest.MonkeyPatch, wait: bool) -> tuple[int, int]:
+    """200 steps on a GPU-like device: the host queues a step in 0.1 s, the device takes 1 s
+    for it. Returns the first plan and how often the budget waited for the device."""
+    host, device, waits = [0.0], [0.0], []
+
+    def wait_for_device() -> None:
+        waits.append(host[0])
+        host[0] = max(host[0], device[0])
+
+    budget = budget_of(minutes=10)
+    if wait:
+        budget.wait_for_device = wait_for_device
+    monkeypatch.setattr(training.budget.time, "perf_counter", lambda: host[0])
+    for step in range(1, 201):
+        device[0] = max(device[0], host[0]) + 1.0
+        host[0] += 0.1
+        budget.after_step(step, float(step), host[0])
+    return budget.plan.first_plan, len(waits)
+
+
+def test_a_device_behind_the_host_is_waited_for_at_each_clock_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_plan, waits = first_plan_behind_the_host(monkeypatch, wait=True)
+    assert first_plan == 543  # as for 1 s steps (the steady test below)
+    assert waits <= 200 // 25 + 2  # at the marks only, not at every step
+    first_plan, _ = first_plan_behind_the_host(monkeypatch, wait=False)
+    assert first_plan == 1500  # timing the queueing: 0.1 s steps, every step fits
+
+
 def test_a_steady_pace_plans_once_and_ends_on_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     budget = budget_of(minutes=10)
     spent, plans = simulate(budget, monkeypatch, lambda _spent: 1.0)

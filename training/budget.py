@@ -24,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 from data import DataBundle
 from training.distributed import Distributed
 from training.schedule import side_schedule
 from utils.config import Config
+from utils.device import synchronize
 
 WARMUP_STEPS = 2  # untimed: a process's first steps set up kernels
 TIMED_STEPS = 8  # steps timed before the first plan
@@ -77,12 +80,15 @@ class TimeBudget:
         steps_gflop: StepsGflop,
         val_gflop: float,
         agree: Callable[[int], int] = lambda steps: steps,
+        wait_for_device: Callable[[], None] = lambda: None,
     ) -> None:
         self.plan = plan
         self.steps_per_epoch = steps_per_epoch
         self.steps_gflop = steps_gflop  # this process's share of the steps
         self.val_gflop = val_gflop  # a validation pass in training GFLOP (before it is timed)
         self.agree = agree  # rank 0's planned steps, on every rank
+        # before each clock read: a GPU runs behind the host, which would time its queueing
+        self.wait_for_device = wait_for_device
         self.warm_steps = 0  # steps this process took, until WARMUP_STEPS
         # (time, epoch GFLOP, step) where timing started in this epoch, then at each check
         self.marks: list[tuple[float, float, int]] = []
@@ -143,17 +149,26 @@ class TimeBudget:
         if self.warm_steps < WARMUP_STEPS:
             self.warm_steps += 1
             return False
-        now = time.perf_counter()
         if not self.marks:
-            self.marks = [(now, epoch_gflop, step)]
+            self.marks = [(self.clock()[0], epoch_gflop, step)]
             return False
         timed = step - self.marks[0][2]
         due = timed % CHECK_EVERY == 0 if self.plan.first_plan is not None else timed >= TIMED_STEPS
         if not due or epoch_gflop <= self.marks[0][1]:
             return False
+        now, waited = self.clock()
         start, start_gflop, _ = self.marks[max(0, len(self.marks) - PACE_CHECKS)]
         self.marks.append((now, epoch_gflop, step))
-        return self.check((now - start) / (epoch_gflop - start_gflop), step, spent)
+        return self.check((now - start) / (epoch_gflop - start_gflop), step, spent + waited)
+
+    def clock(self) -> tuple[float, float]:
+        """Now, once the device has done the steps queued so far, and the seconds that wait
+        took (time ``spent`` did not yet count). Read only at marks, so a GPU waits once in
+        ``CHECK_EVERY`` steps, and only in a time-budgeted run."""
+        before = time.perf_counter()
+        self.wait_for_device()
+        now = time.perf_counter()
+        return now, now - before
 
     def after_epoch(
         self, *, train_seconds: float, gflop: float, val_seconds: float, step: int, spent: float
@@ -241,6 +256,7 @@ def time_budget(
     *,
     gflop_per_image: Callable[[int], float],
     agree: Callable[[int], int],
+    wait_for_device: Callable[[], None] = lambda: None,
 ) -> TimeBudget | None:
     """The run's time budget, new or as a resumed run planned it; None without one."""
     minutes = cfg.train.time_budget_minutes
@@ -258,6 +274,7 @@ def time_budget(
         steps_gflop=steps_gflop(cfg, data, 1, gflop_per_image),
         val_gflop=data.val.shard_size() * gflop_per_image(data.input_side) * VAL_COST_PER_IMAGE,
         agree=agree,
+        wait_for_device=wait_for_device,
     )
 
 
@@ -278,10 +295,16 @@ def plan_budgets(
     *,
     gflop_per_image: Callable[[int], float],
     dist: Distributed,
+    device: torch.device,
 ) -> tuple[TimeBudget | None, int | None]:
     """The run's budget: a time budget (new, or as a resumed run planned it) or the steps
     that a compute budget buys over all ranks; None for the kind the run does not have."""
     timed = time_budget(
-        cfg, data, saved_plan, gflop_per_image=gflop_per_image, agree=dist.main_count
+        cfg,
+        data,
+        saved_plan,
+        gflop_per_image=gflop_per_image,
+        agree=dist.main_count,
+        wait_for_device=lambda: synchronize(device),
     )
     return timed, compute_budget_steps(cfg, data, dist.world_size, gflop_per_image)

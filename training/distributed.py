@@ -102,19 +102,21 @@ def init_distributed(device: torch.device) -> Distributed:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
-            check_enough_gpus(local_rank, torch.cuda.device_count())
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+            check_enough_gpus(local_processes, torch.cuda.device_count())
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
     return Distributed(dist.get_rank(), local_rank, dist.get_world_size())
 
 
-def check_enough_gpus(local_rank: int, gpus: int) -> None:
+def check_enough_gpus(local_processes: int, gpus: int) -> None:
     """One GPU per torchrun process on a machine: more processes than GPUs is one error line,
-    not CUDA's "invalid device ordinal"."""
-    if local_rank >= gpus:
+    not CUDA's "invalid device ordinal". Every process checks, before any joins the group,
+    so none waits there for a peer that has failed."""
+    if local_processes > gpus:
         raise UserError(
-            f"torchrun started process {local_rank} of this machine, but it has {gpus} GPU(s); "
-            f"use --nproc_per_node={gpus} or fewer, or --set train.device=cpu"
+            f"torchrun started {local_processes} processes on this machine, but it has "
+            f"{gpus} GPU(s); use --nproc_per_node={gpus} or fewer, or --set train.device=cpu"
         )
 
 

@@ -117,7 +117,7 @@ def fit(
         state.world_size = dist.world_size
     # 5. Budgets, and the schedules laid out for the steps they buy.
     run.budget, run.budget_steps = plan_budgets(
-        cfg, data, state.budget, gflop_per_image=run.ctx.gflop_per_image, dist=dist
+        cfg, data, state.budget, gflop_per_image=run.ctx.gflop_per_image, dist=dist, device=device
     )
     run.replan_schedules()
     if dist.enabled:  # distinct dropout masks per rank

@@ -106,9 +106,29 @@ def load_state(
     mismatch as one CheckpointError (``reading``). An optimiser's per-parameter tensors must
     also match their parameters' shapes: torch checks that only at the next step."""
     with reading(checkpoint, key):
-        target.load_state_dict(checkpoint[key] if state is None else state)
         if isinstance(target, torch.optim.Optimizer):
+            with implementation_kept(target):
+                target.load_state_dict(checkpoint[key] if state is None else state)
             check_optimizer_shapes(target)
+        else:
+            target.load_state_dict(checkpoint[key] if state is None else state)
+
+
+IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+@contextmanager
+def implementation_kept(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Keep how ``optimizer`` was built to run (fused on CUDA, foreach on CPU) across
+    ``load_state_dict``, which would bring back the saving run's flags: a run trained on CPU
+    and resumed on CUDA would lose its fused step, and fp16's scaler would meet foreach."""
+    built = [
+        {flag: group[flag] for flag in IMPLEMENTATION_FLAGS if flag in group}
+        for group in optimizer.param_groups
+    ]
+    yield
+    for group, flags in zip(optimizer.param_groups, built, strict=True):
+        group.update(flags)
 
 
 def check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:

@@ -40,17 +40,27 @@ def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device``, so that a clock read next reads its time, not
+    how fast the host queued it. Nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def configure_cuda(device: torch.device, deterministic: bool) -> None:
     """On CUDA, let cuDNN time its kernels once per input shape and keep the fastest, or, for
     runs that must repeat bitwise, use deterministic kernels only (cuBLAS then needs a fixed
-    workspace, set before its first use). Nothing changes on other devices."""
+    workspace, set before its first use). An op with no deterministic CUDA kernel warns,
+    naming itself, rather than stopping the run. Nothing changes on other devices."""
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def cpu_has_fast_bf16() -> bool:
