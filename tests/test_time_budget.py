@@ -165,3 +165,11 @@ def test_a_budgeted_run_records_its_plan_and_resumes_with_it(
     # the schedule is laid out for the plan in force at the end
     schedule = LrSchedule(cfg.schedule, cfg.optim.lr, 1, 12, total_steps=plan["planned_steps"])
     assert history[-1]["lr"] == pytest.approx(schedule.lr(plan["planned_steps"] - 1))
+
+
+def test_a_plan_with_no_time_left_still_takes_one_more_step() -> None:
+    """Planning the run to end at the step just taken would leave that step at the lr of the
+    plan before, never annealed; one more step ends it at the end of the plan in force."""
+    budget = budget_of(minutes=1)
+    budget.check(1.0, step=24, spent=70.0)  # already past the 60 s
+    assert budget.plan.planned_steps == 25

@@ -110,13 +110,15 @@ class TimeBudget:
         return spent + training + max(0, validations) * val_seconds
 
     def fit_steps(self, seconds_per_gflop: float, step: int, spent: float) -> int:
-        """The most steps (at least ``step``, the ones taken; at most ``max_steps``) that end
-        within the budget at this pace."""
+        """The most steps (at most ``max_steps``) that end within the budget at this pace, and
+        at least one more than the ``step`` taken: a plan that ended the run at once would
+        leave its last steps at the lr of the plan before, never annealed."""
 
         def fits(total: int) -> bool:
             return self.ends_at(seconds_per_gflop, step, spent, total) <= self.seconds
 
-        low, high = max(1, step), self.plan.max_steps
+        high = self.plan.max_steps
+        low = min(step + 1, high)
         if fits(high):
             return high
         while high - low > 1:
