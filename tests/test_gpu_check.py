@@ -46,7 +46,8 @@ def test_the_check_scores_finished_runs_only_and_packs_records_without_weights(
     data = tmp_path / "tree/shared/data"
     (tmp_path / "cifar10-jpg/train/cat").mkdir(parents=True)
     data.mkdir(parents=True)
-    subprocess.run(["tar", "-czf", data / "cifar10-jpg.tar.gz", "-C", tmp_path, "cifar10-jpg"])
+    archive = ["tar", "-czf", data / "cifar10-jpg.tar.gz", "-C", tmp_path, "cifar10-jpg"]
+    subprocess.run(archive, check=True)
     python = tmp_path / "python"
     python.write_text(
         "#!/usr/bin/env bash\n"
