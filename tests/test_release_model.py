@@ -36,4 +36,4 @@ def test_predict_classifies_real_test_images_with_the_release(
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(output.read_text())
     correct = sum(Path(row["path"]).parent.name == row["predicted"] for row in rows)
-    assert correct >= 30, rows  # 40 images, the release scores 89% on the test split
+    assert correct >= 30, rows  # 40 images, the release scores 90% on the test split
