@@ -24,7 +24,7 @@ from typing import Any
 from evaluation.compare_plots import plot_accuracy_vs_compute, plot_overlay, plot_scores
 from evaluation.html_report import write_comparison_report
 from evaluation.results_table import footnotes, markdown_table, table_cells
-from evaluation.run_records import RunResult, load_run
+from evaluation.run_records import RunResult, load_run, recipe_differences
 from utils.errors import UserError
 from utils.run_log import TTA_MODES
 from utils.safe_write import write_text_atomic
@@ -46,6 +46,7 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
         groups.setdefault(run.group, []).append(run)
     rows = []
     for group, members in groups.items():
+        check_one_recipe(group, members)
         acc = _mean_std([100 * m.summary["best_val_acc"] for m in members])
         loss = _mean_std([m.summary["best_val_loss"] for m in members])
         peak = _mean_std([100 * max(row["val_acc"] for row in m.history) for m in members])
@@ -75,6 +76,19 @@ def summarise_groups(runs: list[RunResult]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def check_one_recipe(group: str, members: list[RunResult]) -> None:
+    """A group's runs are seeds of one recipe, or its mean and std mean nothing: a variant
+    whose config kept its parent's ``name`` stops here with the keys that differ."""
+    for other in members[1:]:
+        if differences := recipe_differences(members[0], other):
+            changed = ", ".join(f"{key} ({a!r} / {b!r})" for key, (a, b) in differences.items())
+            raise UserError(
+                f"{members[0].run_dir} and {other.run_dir} are both in group {group!r} but "
+                f"train different recipes: {changed}. Give the variant a name of its own "
+                "(train it with --set name=..., or edit name: in its config.yaml)"
+            )
 
 
 def group_compute(members: list[RunResult]) -> dict[str, Any]:

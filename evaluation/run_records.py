@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,33 @@ HISTORY_SCHEMA = {"epoch": INTEGER, "val_loss": REAL, "val_acc": REAL, "epoch_ti
 TEST_SCHEMA = {"accuracy": FINITE, "loss": FINITE, "checkpoint": TEXT, "split": TEXT}
 CONFIG_SCHEMA = {"name": TEXT}
 
+# Config keys that say where a run ran and how it was driven, not what it trained: seeds of one
+# recipe may differ in these (and in train.seed), and in nothing else. The hardware and the
+# precision a run resolved to are columns of the comparison, which shows where runs differ.
+RUN_SETTINGS = frozenset(
+    {
+        "name",
+        "output_dir",
+        "data.root",
+        "data.download",
+        "data.loader",
+        "data.memory_limit_gb",
+        "data.num_workers",
+        "data.cache_dir",
+        "data.eval_batch_size",
+        "train.seed",
+        "train.device",
+        "train.precision",
+        "train.channels_last",
+        "train.layout_probe",
+        "train.compile",
+        "train.deterministic",
+        "train.sync_every",
+        "train.save_every_minutes",
+        "train.tensorboard",
+    }
+)
+
 
 def check_record(
     record: Any, where: str, schema: dict[str, Kind], optional: dict[str, Kind] | None = None
@@ -91,6 +118,7 @@ class RunResult:
     summary: dict[str, Any]
     history: list[dict[str, Any]]
     test: dict[str, dict[str, float]]  # TTA mode -> the test split's accuracy and loss
+    recipe: dict[str, Any] = field(default_factory=dict)  # the config's keys but RUN_SETTINGS
 
     @property
     def median_epoch_s(self) -> float:
@@ -117,7 +145,34 @@ def load_run(run_dir: Path) -> RunResult:
     summary = read_json(summary_path)
     check_record(summary, str(summary_path), SUMMARY_SCHEMA, SUMMARY_OPTIONAL)
     group = run_group(config, config_path)
-    return RunResult(run_dir, group, seed, summary, history, test_scores(run_dir, summary))
+    test = test_scores(run_dir, summary)
+    return RunResult(run_dir, group, seed, summary, history, test, training_recipe(config))
+
+
+def training_recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as dotted keys (``data.cutout``), less the RUN_SETTINGS: what two seeds of
+    one recipe must share."""
+    flat: dict[str, Any] = {}
+    pending = [("", config)]
+    while pending:
+        prefix, section = pending.pop()
+        for key, value in section.items():
+            if isinstance(value, dict):
+                pending.append((f"{prefix}{key}.", value))
+            elif f"{prefix}{key}" not in RUN_SETTINGS:
+                flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def recipe_differences(first: RunResult, other: RunResult) -> dict[str, tuple[Any, Any]]:
+    """The recipe keys that both runs record and set differently, with the two values. A key
+    one record lacks is left out: the config gained it after that run was made."""
+    shared = first.recipe.keys() & other.recipe.keys()
+    return {
+        key: (first.recipe[key], other.recipe[key])
+        for key in sorted(shared)
+        if first.recipe[key] != other.recipe[key]
+    }
 
 
 def run_group(config: dict[str, Any], config_path: Path) -> str:

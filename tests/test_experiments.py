@@ -456,6 +456,29 @@ def test_a_stopped_sweep_saves_its_training_and_goes_no_further(tmp_path: Path, 
     assert not (tmp_path / "r2").exists()
 
 
+def test_a_group_is_seeds_of_one_recipe_or_is_refused(tmp_path: Path) -> None:
+    configs = {  # seeds may differ in where and how they ran, and an older one lack new keys
+        "s0": "train: {seed: 0, precision: auto, budget_pflop: 1.5}\ndata: {cutout: 0}",
+        "s1": "train: {seed: 1, precision: bf16, budget_pflop: 1.5, save_every_minutes: 10}\n"
+        "data: {cutout: 0, root: elsewhere, num_workers: 0}",
+        "s2": "train: {seed: 2, budget_pflop: 1.5}",
+        "cutout": "train: {seed: 3, budget_pflop: 1.5}\ndata: {cutout: 12}",
+    }
+    runs = {}
+    for name, config in configs.items():
+        write_run_records(tmp_path / name, best_epoch=1, epochs_run=1)
+        (tmp_path / name / "config.yaml").write_text(f"name: budget\n{config}\n")
+        runs[name] = load_run(tmp_path / name)
+    (row,) = summarise_groups([runs["s0"], runs["s1"], runs["s2"]])
+    assert row["seeds"] == [0, 1, 2]
+    with pytest.raises(
+        UserError, match=r"s0 and .*cutout are both in group 'budget \(1\.5 PFLOP\)'"
+    ):
+        summarise_groups([runs["s0"], runs["s1"], runs["cutout"]])
+    with pytest.raises(UserError, match=r"recipes: data\.cutout \(0 / 12\)\. Give the variant"):
+        summarise_groups([runs["s0"], runs["cutout"]])
+
+
 def test_one_recipe_at_two_compute_budgets_makes_two_groups(tmp_path: Path) -> None:
     budgets = {"a": "0.75", "b": "1.95", "c": "1.95", "d": None}
     for name, budget in budgets.items():
