@@ -1,7 +1,8 @@
 """Compare finished runs: a results table (markdown and JSON) and overlay plots.
 
 Runs are grouped by their config's ``name`` (seeds of one recipe form a group), and each
-group is reported as mean ± standard deviation over its runs. A group named after another
+group is reported as mean ± standard deviation over its runs; a group whose runs differ in more
+than their seed and ``run_records.RUN_SETTINGS`` is refused, as its mean would mix recipes. A group named after another
 plus a suffix (``optimized-no-wd`` after ``optimized``) is a variation of it: its row also
 gives the change in val acc and val loss against that parent, which makes an ablation table.
 
