@@ -3,8 +3,8 @@
 Runs are grouped by their config's ``name`` (seeds of one recipe form a group), and each
 group is reported as mean ± standard deviation over its runs; a group whose runs differ in more
 than their seed and ``run_records.RUN_SETTINGS`` is refused, as its mean would mix recipes.
-A group named after another plus a suffix (``optimized-no-wd`` after ``optimized``) is a
-variation of it: its row also gives the change in val acc and val loss against that parent,
+A group named after another plus a suffix (``optimized-no-wd`` after ``optimized``), at the
+same budget where runs train to one, is a variation of it: its row also gives the change in val acc and val loss against that parent,
 which makes an ablation table.
 
 Runs scored on the test split add test columns (``evaluation/run_records.py`` reads them).
@@ -182,9 +182,21 @@ def merge_reference(
 
 
 def parent_group(group: str, groups: list[str]) -> str | None:
-    """The group ``group`` varies: the longest other name it extends with a dash."""
-    parents = [g for g in groups if group.startswith(g + "-")]
+    """The group ``group`` varies: the longest other name it extends with a dash, at the same
+    budget (``budget-cutout (4.5 PFLOP)`` varies ``budget (4.5 PFLOP)``, not ``budget (0.75
+    PFLOP)``; ``run_records.run_group`` writes the budget)."""
+    name, budget = split_budget(group)
+    parents = [g for g in groups if split_budget(g)[1] == budget]
+    parents = [g for g in parents if name.startswith(split_budget(g)[0] + "-")]
     return max(parents, key=len, default=None)
+
+
+def split_budget(group: str) -> tuple[str, str]:
+    """A group's config name and its budget suffix (``" (4.5 PFLOP)"``, or "" for none)."""
+    name, sep, budget = group.rpartition(" (")
+    if sep and budget.endswith(" PFLOP)"):
+        return name, sep + budget
+    return group, ""
 
 
 def add_deltas(rows: list[dict[str, Any]]) -> None:

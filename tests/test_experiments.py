@@ -162,6 +162,22 @@ def test_variations_are_reported_against_their_parent() -> None:
     assert "| -2.50 pts / +0.0600 vs optimized |" in markdown_table(rows)
 
 
+def test_a_budgeted_variation_is_reported_against_its_parent_at_the_same_budget() -> None:
+    runs = [
+        fake_run("budget (0.75 PFLOP)", 0, 0.85, 0.50),
+        fake_run("budget (4.5 PFLOP)", 0, 0.91, 0.44),
+        fake_run("budget-cutout (4.5 PFLOP)", 0, 0.92, 0.41),
+        fake_run("budget-ema (2 PFLOP)", 0, 0.89, 0.46),
+    ]
+    rows = summarise_groups(runs)
+    add_deltas(rows)
+    by_group = {r["group"]: r for r in rows}
+    assert by_group["budget-cutout (4.5 PFLOP)"]["vs"] == "budget (4.5 PFLOP)"
+    assert by_group["budget-cutout (4.5 PFLOP)"]["delta_val_acc"] == pytest.approx(1.0)
+    assert "vs" not in by_group["budget-ema (2 PFLOP)"]  # no parent at its budget
+    assert "vs" not in by_group["budget (4.5 PFLOP)"]
+
+
 def test_test_columns_show_groups_whose_every_run_was_scored() -> None:
     runs = [
         fake_run("optimized", 0, 0.80, 0.60, test_acc=0.79),
