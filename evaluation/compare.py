@@ -4,8 +4,8 @@ Runs are grouped by their config's ``name`` (seeds of one recipe form a group), 
 group is reported as mean ± standard deviation over its runs; a group whose runs differ in more
 than their seed and ``run_records.RUN_SETTINGS`` is refused, as its mean would mix recipes.
 A group named after another plus a suffix (``optimized-no-wd`` after ``optimized``), at the
-same budget where runs train to one, is a variation of it: its row also gives the change in val acc and val loss against that parent,
-which makes an ablation table.
+same budget where runs train to one, is a variation of it: its row also gives the change in
+val acc and val loss against that parent, which makes an ablation table.
 
 Runs scored on the test split add test columns (``evaluation/run_records.py`` reads them).
 
