@@ -38,11 +38,11 @@ def run_check(tree: Path, python: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_check_scores_finished_runs_only_and_packs_records_without_weights(
+def test_the_check_trains_seeds_side_by_side_scores_finished_runs_and_packs_no_weights(
     tmp_path: Path,
 ) -> None:
-    """The script's plumbing, with a stand-in for Python that fails the best.yaml runs and
-    leaves a weights file in each run."""
+    """The script's plumbing, with a stand-in for Python that fails the best.yaml runs, leaves a
+    weights file in each run and notes when each run started and ended."""
     data = tmp_path / "tree/shared/data"
     (tmp_path / "cifar10-jpg/train/cat").mkdir(parents=True)
     data.mkdir(parents=True)
@@ -54,6 +54,8 @@ def test_the_check_scores_finished_runs_only_and_packs_records_without_weights(
         'case "$*" in *best.yaml*) exit 3;; esac\n'
         "if [[ $1 == train.py ]]; then\n"
         '  run=$(sed -E "s/.*--run-name ([^ ]+).*output_dir=([^ ]+).*/\\2\\/\\1/" <<< "$*")\n'
+        f'  echo "start $(basename $run)" >> {tmp_path}/events; sleep 1\n'
+        f'  echo "end $(basename $run)" >> {tmp_path}/events\n'
         '  mkdir -p "$run" && touch "$run/best.pt" "$run/summary.json"\n'
         "fi\n"
     )
@@ -62,14 +64,19 @@ def test_the_check_scores_finished_runs_only_and_packs_records_without_weights(
     assert result.returncode == 0, result.stderr
     out = tmp_path / "tree/out"
     parts = [line.split(":")[0] for line in (out / "timings.txt").read_text().splitlines()]
-    first = ["unpack", "gpu", "cuda_tests", "throughput", "train-budget-075-s0"]
-    assert parts[:6] == [*first, "test-budget-075-s0"]
+    assert parts[:4] == ["unpack", "gpu", "cuda_tests", "throughput"]
+    baseline = {f"{kind}-baseline-s{seed}" for kind in ("train", "test") for seed in (0, 1, 2)}
+    assert set(parts[4:10]) == baseline  # the first config whole before the next
     assert "train-best-30ep-s0" in parts and "test-best-30ep-s0" not in parts  # it failed
-    assert "test-optimized-s2" in parts and parts[-1] == "total"
+    assert "test-optimized-s2" in parts and parts[-2:] == ["test-budget-075-s0", "total"]
+    events = (tmp_path / "events").read_text().split("\n")
+    starts = [f"start baseline-s{seed}" for seed in (0, 1, 2)]
+    assert sorted(events[:3]) == starts  # side by side: each seed starts before one ends
     packed = subprocess.run(
         ["tar", "-tzf", out / "gpu_check.tar.gz"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "logs/train-baseline-s1.log" in packed and "runs/baseline-s1/summary.json" in packed
+    assert "runs/budget-075-s0/summary.json" in packed
     assert not [name for name in packed if name.endswith(".pt")]
     assert sorted(path.name for path in out.iterdir()) == ["gpu_check.tar.gz", "timings.txt"]
 
