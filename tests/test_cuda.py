@@ -23,6 +23,7 @@ from training.optimizer import WeightAverage, build_optimizer
 from training.schedule import LrSchedule
 from training.trainer import fit
 from utils.checkpoint import load_checkpoint, load_state
+from utils.cli import run_cli
 from utils.config import OptimConfig, ScheduleConfig
 from utils.errors import UserError
 
@@ -33,6 +34,19 @@ def test_more_torchrun_processes_than_gpus_is_one_error_line() -> None:
     with pytest.raises(UserError, match=r"3 processes on this machine, but it has 2 GPU\(s\)"):
         check_enough_gpus(3, 2)
     check_enough_gpus(2, 2)  # one process per GPU: fine
+
+
+@pytest.mark.parametrize("local_rank", ["0", "1"])
+def test_only_the_first_process_of_a_machine_prints_the_gpu_count_error(
+    local_rank: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every torchrun process finds too few GPUs; the user reads the line once."""
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(lambda: check_enough_gpus(2, 1))
+    assert stop.value.code == 2
+    printed = capsys.readouterr().err
+    assert ("but it has 1 GPU(s)" in printed) == (local_rank == "0")
 
 
 def test_a_resumed_optimizer_keeps_the_implementation_it_was_built_with() -> None:
@@ -114,7 +128,7 @@ def test_torchrun_with_one_process_per_gpu(tmp_path: Path) -> None:
     assert f"x{gpus}" in summary["hardware"]
     too_many = [*command[:4], f"--nproc_per_node={gpus + 1}", *command[5:]]
     proc = subprocess.run(too_many, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode != 0 and f"but it has {gpus} GPU(s)" in proc.stderr
+    assert proc.returncode != 0 and proc.stderr.count(f"but it has {gpus} GPU(s)") == 1
 
 
 @pytest.mark.cuda

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from utils.config import TrainConfig
 from utils.device import configure_cuda, resolve_device
-from utils.errors import ConfigError, UserError
+from utils.errors import ConfigError, LaunchError, UserError
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def check_enough_gpus(local_processes: int, gpus: int) -> None:
     not CUDA's "invalid device ordinal". Every process checks, before any joins the group,
     so none waits there for a peer that has failed."""
     if local_processes > gpus:
-        raise UserError(
+        raise LaunchError(
             f"torchrun started {local_processes} processes on this machine, but it has "
             f"{gpus} GPU(s); use --nproc_per_node={gpus} or fewer, or --set train.device=cpu"
         )

@@ -9,11 +9,12 @@ script's imports load.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from utils.errors import UserError
+from utils.errors import LaunchError, UserError
 from utils.safe_write import describe_os_error
 
 MACHINE_ERRNOS = frozenset(
@@ -51,12 +52,14 @@ def interrupts_exit() -> Iterator[None]:
 
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run ``main``; a ``UserError`` or a machine's ``OSError`` prints ``error: ...`` and exits
-    2 (or the error's ``exit_code``), Ctrl-C exits 130."""
+    2 (or the error's ``exit_code``), Ctrl-C exits 130. A ``LaunchError`` prints in the first
+    torchrun process of a machine only, as each of its processes raises the same one."""
     with interrupts_exit():
         try:
             code = main()
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            if not isinstance(err, LaunchError) or os.environ.get("LOCAL_RANK", "0") == "0":
+                print(f"error: {err}", file=sys.stderr)
             sys.exit(getattr(err, "exit_code", 2))
         except OSError as err:
             if err.errno not in MACHINE_ERRNOS:

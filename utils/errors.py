@@ -15,3 +15,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, or not one of ours."""
+
+
+class LaunchError(UserError):
+    """A problem every torchrun process on a machine finds alike (more processes than GPUs):
+    only its first process (``LOCAL_RANK`` 0) prints it, so the user reads it once."""
