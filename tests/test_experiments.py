@@ -143,6 +143,13 @@ def fake_run(
     return RunResult(Path(f"{group}-s{seed}"), group, seed, summary, history, test)
 
 
+def rows_with_deltas(runs: list[RunResult]) -> list[dict[str, object]]:
+    """The comparison rows of ``runs``, each variation with its change against its parent."""
+    rows = summarise_groups(runs)
+    add_deltas(rows)
+    return rows
+
+
 def test_variations_are_reported_against_their_parent() -> None:
     runs = [
         fake_run("optimized", 0, 0.80, 0.60),
@@ -151,8 +158,7 @@ def test_variations_are_reported_against_their_parent() -> None:
         fake_run("optimized-no-wd-x", 0, 0.79, 0.64),
         fake_run("baseline", 0, 0.70, 0.90),
     ]
-    rows = summarise_groups(runs)
-    add_deltas(rows)
+    rows = rows_with_deltas(runs)
     by_group = {r["group"]: r for r in rows}
     assert by_group["optimized-no-wd"]["vs"] == "optimized"
     assert by_group["optimized-no-wd"]["delta_val_acc"] == pytest.approx(-2.5)
@@ -169,8 +175,7 @@ def test_a_budgeted_variation_is_reported_against_its_parent_at_the_same_budget(
         fake_run("budget-cutout (4.5 PFLOP)", 0, 0.92, 0.41),
         fake_run("budget-ema (2 PFLOP)", 0, 0.89, 0.46),
     ]
-    rows = summarise_groups(runs)
-    add_deltas(rows)
+    rows = rows_with_deltas(runs)
     by_group = {r["group"]: r for r in rows}
     assert by_group["budget-cutout (4.5 PFLOP)"]["vs"] == "budget (4.5 PFLOP)"
     assert by_group["budget-cutout (4.5 PFLOP)"]["delta_val_acc"] == pytest.approx(1.0)
@@ -186,8 +191,7 @@ def test_test_columns_show_groups_whose_every_run_was_scored() -> None:
         fake_run("baseline", 0, 0.70, 0.90, test_acc=0.69),
         fake_run("baseline", 1, 0.71, 0.88),  # not scored: the group has no test figure
     ]
-    rows = summarise_groups(runs)
-    add_deltas(rows)
+    rows = rows_with_deltas(runs)
     by_group = {r["group"]: r for r in rows}
     assert by_group["optimized"]["test"]["none"]["acc_mean"] == pytest.approx(80.0)
     assert by_group["optimized"]["test"]["none"]["acc_std"] == pytest.approx(1.41, abs=0.01)
