@@ -15,7 +15,7 @@ from utils.config import (
 from utils.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", ["baseline.yaml", "optimized.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", sorted(path.name for path in CONFIG_DIR.glob("*.yaml")))
 def test_shipped_configs_round_trip(name: str, tmp_path: Path) -> None:
     cfg = load_config(name)
     save_config(cfg, tmp_path / "resolved.yaml")

@@ -29,7 +29,8 @@ from experiments.sweep import (
     train_command,
 )
 from tests.conftest import REPO, CliRunner, wait_for
-from utils.config import load_config
+from training.finetune import with_pretrained_defaults
+from utils.config import config_to_dict, load_config, read_yaml
 from utils.errors import UserError
 
 TINY = ["data.synthetic_samples=300", "train.epochs=2", "data.batch_size=50"]
@@ -417,6 +418,25 @@ def test_set_overrides_every_row_after_its_own(capsys: pytest.CaptureFixture[str
 def test_every_planned_recipe_passes_the_config_checks(plan: Path) -> None:
     for run in read_plan(plan):
         load_config(run.config, run.overrides)
+
+
+def test_the_long_budget_config_is_the_recipe_of_its_archived_run() -> None:
+    """configs/budget-long.yaml, as experiments/budget_long.yaml runs it, resolves to the config
+    the archived budget-450-cutout-s0 run (the release model) trained with, once settled as the
+    run settles it; only the paths the sweep's command line sets, and keys added since, are left
+    out of the comparison."""
+    plan = {run.name: run for run in read_plan(REPO / "experiments" / "budget_long.yaml")}
+    run = plan["budget-450-cutout-s0"]
+    planned = config_to_dict(with_pretrained_defaults(load_config(run.config, run.overrides)))
+    archived = read_yaml(
+        REPO / "docs" / "results" / "runs" / "budget-450-cutout-s0" / "config.yaml"
+    )
+    archived.pop("output_dir"), archived["data"].pop("root")
+    for section, values in archived.items():
+        if isinstance(values, dict):
+            assert {key: planned[section][key] for key in values} == values, section
+        else:
+            assert planned[section] == values, section
 
 
 def test_a_run_without_per_epoch_metrics_is_refused(tmp_path: Path) -> None:
