@@ -431,7 +431,7 @@ def test_the_long_budget_config_is_the_recipe_of_its_archived_run() -> None:
     archived = read_yaml(
         REPO / "docs" / "results" / "runs" / "budget-450-cutout-s0" / "config.yaml"
     )
-    archived.pop("output_dir"), archived["data"].pop("root")
+    del archived["output_dir"], archived["data"]["root"]
     for section, values in archived.items():
         if isinstance(values, dict):
             assert {key: planned[section][key] for key in values} == values, section
